@@ -1,0 +1,87 @@
+"""The ``rdzv`` command: ``rdzv plugins`` here, more subcommands from the handler and plugins."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from .registry import PluginInfo, default_registry
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("rdzv")
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    report = default_registry().plugins()
+    if args.json:
+        print(json.dumps([p.to_dict() for p in report], indent=2))
+    else:
+        _print_plugins(report)
+    return 0 if all(p.status == "ok" for p in report) else 1
+
+
+def _print_plugins(report: list[PluginInfo]) -> None:
+    if not report:
+        print("No store types are installed (pip install rdzv-plugin-tcp gives the default one).")
+        return
+    rows = [("STORE TYPE", "STATUS", "DISTRIBUTION", "CAPABILITIES", "DESCRIPTION")]
+    for p in report:
+        origin = f"{p.distribution} {p.version}" if p.version else str(p.distribution)
+        detail = p.description if p.status == "ok" else p.error
+        rows.append((p.name, p.status, origin, ", ".join(p.capabilities) or "-", detail or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``rdzv`` parser: core commands plus every loaded plugin's commands."""
+    parser = argparse.ArgumentParser(
+        prog="rdzv", description="Rendezvous for distributed jobs: inspect, serve and join."
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    plugins = sub.add_parser("plugins", help="list the installed store types and their status")
+    plugins.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    plugins.set_defaults(run=_cmd_plugins)
+
+    from .rendezvous.commands import add_commands
+
+    add_commands(sub)
+
+    manager = default_registry().load_all()
+    for impl in manager.hook.rdzv_cli_commands.get_hookimpls():
+        try:
+            impl.function(sub)
+        except Exception:
+            log.exception("plugin %r failed to add its commands", impl.plugin_name)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``rdzv`` with ``argv`` (default: the process arguments); returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG
+        if args.verbose > 1
+        else logging.INFO
+        if args.verbose
+        else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    run = getattr(args, "run", None)
+    if run is None:
+        parser.print_help()
+        return 2
+    try:
+        status: int = run(args)
+    except KeyboardInterrupt:
+        return 130
+    return status

@@ -1,0 +1,108 @@
+"""Endpoint parsing, the "is this host me?" heuristic and read-timeout parsing."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+
+from .params import RendezvousParameters
+
+__all__ = ["is_local_host", "parse_endpoint", "parse_read_timeout"]
+
+_HOST = re.compile(r"[\w.:-]+")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def parse_endpoint(endpoint: str | None, default_port: int) -> tuple[str, int]:
+    """Split ``host[:port]`` into (host, port), as torch's launcher parses endpoints.
+
+    Blank → ``("localhost", default_port)``. IPv6 hosts go in brackets (``[::1]:29400``);
+    unlike torch, a bare IPv6 address (``::1``) is taken as a host, not mis-split.
+    Raises ValueError naming the endpoint for a bad port (1-5 digits, below 65536) or host.
+    """
+    text = (endpoint or "").strip()
+    if not text:
+        return "localhost", default_port
+    if (text.startswith("[") and text.endswith("]")) or (text.count(":") > 1 and _is_ipv6(text)):
+        host, port_text = text, None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            host, port_text = text, None
+    if port_text is None:
+        port = default_port
+    elif _PORT.fullmatch(port_text) and int(port_text) < 65536:
+        port = int(port_text)
+    else:
+        raise ValueError(
+            f"The port number of the rendezvous endpoint '{text}' must be an integer between 0 "
+            "and 65536."
+        )
+    if len(host) >= 2 and host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not _HOST.fullmatch(host):
+        raise ValueError(
+            f"The hostname of the rendezvous endpoint '{text}' must be a dot-separated list of "
+            "labels, an IPv4 address, or an IPv6 address."
+        )
+    return host, port
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _addresses(host: str) -> set[str]:
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return set()
+    return {str(info[4][0]) for info in infos}
+
+
+def is_local_host(host: str) -> bool:
+    """Whether ``host`` names this machine: localhost, a loopback address, this hostname,
+    its canonical name, or any address this machine's hostname resolves to.
+
+    A heuristic like torch's: it depends on DNS and /etc/hosts, and misses secondary NICs
+    that the hostname does not resolve to. Pass ``is_host`` explicitly where that matters.
+    """
+    if host == "localhost":
+        return True
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return True
+    except ValueError:
+        pass
+    hostname = socket.gethostname()
+    if host == hostname:
+        return True
+    try:
+        infos = socket.getaddrinfo(
+            hostname, None, proto=socket.IPPROTO_TCP, flags=socket.AI_CANONNAME
+        )
+    except (OSError, UnicodeError):
+        return False
+    host_addresses: set[str] | None = None
+    for _family, _type, _proto, canonical, sockaddr in infos:
+        address = str(sockaddr[0])
+        if canonical == host or address == host:
+            return True
+        if host_addresses is None:
+            host_addresses = _addresses(host)
+        if address in host_addresses:
+            return True
+    return False
+
+
+def parse_read_timeout(params: RendezvousParameters, default: int) -> int:
+    """The ``read_timeout`` option in whole seconds (``default`` when absent); must be > 0."""
+    timeout = params.get_as_int("read_timeout", default)
+    if timeout is None or timeout <= 0:
+        raise ValueError("The read timeout must be a positive integer.")
+    return timeout

@@ -1,0 +1,57 @@
+"""The plugin contract: the hooks a plugin may implement, marked with :data:`hookimpl`.
+
+A plugin is an object (usually a module) whose functions are decorated with
+``@rdzv_core.hookimpl`` and named after the specifications below. Distributions publish
+one under the ``rdzv`` entry-point group; the entry point's name is the store type's name::
+
+    [project.entry-points.rdzv]
+    tcp = "rdzv_plugin_tcp.plugin"
+
+A hook implementation may accept fewer arguments than its specification, never others.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pluggy
+
+from .events import RendezvousEvent
+from .storetype import StoreType
+
+PROJECT = "rdzv"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: The marker plugins decorate their hook implementations with.
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def rdzv_store_type() -> StoreType:  # type: ignore[empty-body]
+    """Describe the store type this plugin provides.
+
+    Called once, when the plugin is loaded. Must be cheap and must not import the store's
+    client or server libraries: those belong inside ``StoreType.create_store``. For a plugin
+    loaded from an entry point, the returned name must equal the entry point's name.
+    """
+
+
+@hookspec
+def rdzv_cli_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add subcommands to the ``rdzv`` command.
+
+    ``subparsers`` is the argparse sub-parser collection of ``rdzv``: add a parser with
+    ``subparsers.add_parser(name, help=...)`` and bind the function that runs it with
+    ``parser.set_defaults(run=func)``, where ``func(args: argparse.Namespace) -> int``
+    returns the exit status. Command names must not clash with other commands.
+    """
+
+
+@hookspec
+def rdzv_event(event: RendezvousEvent) -> None:
+    """Observe an event (store created or hosted, join, completed, node lost, closed, failure).
+
+    Called synchronously in the thread that caused the event, for every loaded plugin;
+    keep it fast. An exception raised here is logged and never disturbs the rendezvous.
+    """

@@ -1,0 +1,490 @@
+"""Plugin discovery and dispatch: store types by name, loaded lazily and in isolation.
+
+Store type names come from the ``rdzv`` entry-point group without importing anything; a
+plugin is imported the first time its store type is needed, in a guarded loop, so a
+broken plugin only breaks its own store type. Two distributions declaring one name is a
+conflict reported with both; nothing silently wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .backend import StoreBackend
+from .endpoint import parse_read_timeout
+from .errors import (
+    CONNECTION_FAILED,
+    PluginConflictError,
+    PluginLoadError,
+    RendezvousConnectionError,
+    StoreError,
+)
+from .events import EventKind, RendezvousEvent
+from .params import RendezvousParameters
+from .store import Store
+from .storetype import StoreType
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PluginInfo",
+    "Registry",
+    "create_backend",
+    "create_store",
+    "default_registry",
+    "plugins",
+    "refresh",
+    "register",
+    "store_types",
+    "unregister",
+]
+
+ENTRY_POINT_GROUP = "rdzv"
+#: First-party store types and the distribution that provides each, for install hints.
+KNOWN_DISTRIBUTIONS = {
+    "etcd": "rdzv-plugin-etcd",
+    "file": "rdzv-plugin-file",
+    "redis": "rdzv-plugin-redis",
+    "tcp": "rdzv-plugin-tcp",
+}
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One line of the plugin report: a store type, where it comes from and its status.
+
+    ``status`` is ``"ok"``, ``"broken"`` (``error`` says why) or ``"conflict"`` (``error``
+    names every distribution that declares the name).
+    """
+
+    name: str
+    distribution: str | None
+    version: str | None
+    status: str
+    error: str | None = None
+    description: str | None = None
+    capabilities: tuple[str, ...] = ()
+    default_read_timeout: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "status": self.status,
+            "error": self.error,
+            "description": self.description,
+            "capabilities": list(self.capabilities),
+            "default_read_timeout": self.default_read_timeout,
+        }
+
+
+@dataclass(frozen=True)
+class _Source:
+    entry_point: EntryPoint
+    distribution: str
+    version: str
+
+    def label(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+
+def _source(ep: EntryPoint) -> _Source:
+    dist = ep.dist
+    if dist is None:
+        return _Source(ep, "<unknown distribution>", "?")
+    return _Source(ep, dist.name, dist.version)
+
+
+def _join_names(names: list[str]) -> str:
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+class Registry:
+    """Store types from entry points (loaded on demand) and in-process plugins."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._sources: dict[str, list[_Source]] | None = None
+        self._loaded: dict[str, StoreType] = {}
+        self._origin: dict[str, _Source | None] = {}
+        self._owner: dict[str, object] = {}
+        self._broken: dict[str, PluginLoadError] = {}
+        self._autoloaded: list[object] = []
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Forget every plugin loaded from entry points and re-read them on next use.
+
+        In-process plugins added with :meth:`register` stay.
+        """
+        with self._lock:
+            for plugin in self._autoloaded:
+                self._forget(plugin)
+            self._autoloaded.clear()
+            self._broken.clear()
+            self._sources = None
+
+    def _scan(self) -> dict[str, list[_Source]]:
+        if self._sources is not None:
+            return self._sources
+        sources: dict[str, list[_Source]] = {}
+        if os.environ.get("RDZV_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):
+            self._sources = sources
+            return sources
+        allowed = os.environ.get("RDZV_PLUGINS")
+        allow = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if allow is not None and ep.name not in allow:
+                continue
+            source = _source(ep)
+            known = sources.setdefault(ep.name, [])
+            if all(s.distribution != source.distribution for s in known):
+                known.append(source)
+        self._sources = sources
+        return sources
+
+    def _names(self) -> list[str]:
+        return sorted(set(self._scan()) | set(self._loaded))
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def get(self, name: str) -> StoreType:
+        """The store type called ``name``, loading its plugin if needed.
+
+        Raises ValueError for an unknown name (hints in the notes), PluginConflictError when
+        two distributions declare it, PluginLoadError (cause chained) when its plugin is broken.
+        """
+        with self._lock:
+            if name in self._loaded:
+                return self._loaded[name]
+            sources = self._scan().get(name)
+            if not sources:
+                raise self._unknown(name)
+            if len(sources) > 1:
+                labels = " and ".join(s.label() for s in sources)
+                raise PluginConflictError(
+                    f"Store type '{name}' is declared by more than one distribution: {labels}. "
+                    "Uninstall all but one of them."
+                )
+            if name not in self._broken:
+                self._load(name, sources[0])
+            if name in self._broken:
+                error = self._broken[name]
+                raise PluginLoadError(str(error)) from error.__cause__
+            return self._loaded[name]
+
+    def _load(self, name: str, source: _Source) -> None:
+        where = f"store type '{name}' from {source.label()}"
+        plugin: object = None
+        try:
+            plugin = source.entry_point.load()
+            self._pm.register(plugin, name=f"{ENTRY_POINT_GROUP}:{name}")
+        except Exception as e:
+            self._record_broken(name, f"The plugin of {where} failed to load: {e!r}", e)
+            return
+        try:
+            self._pm.check_pending()
+            store_type = self._declared(plugin)
+            if store_type is None:
+                raise TypeError("it does not implement the hook rdzv_store_type")
+            if store_type.name != name:
+                raise ValueError(
+                    f"its entry point is named '{name}' but it provides '{store_type.name}'"
+                )
+        except Exception as e:
+            self._pm.unregister(plugin)
+            self._record_broken(name, f"The plugin of {where} is invalid: {e}", e)
+            return
+        self._autoloaded.append(plugin)
+        self._loaded[name] = store_type
+        self._origin[name] = source
+        self._owner[name] = plugin
+
+    def _record_broken(self, name: str, message: str, cause: Exception) -> None:
+        error = PluginLoadError(message)
+        error.__cause__ = cause
+        self._broken[name] = error
+        log.warning("%s", message)
+
+    def _declared(self, plugin: object) -> StoreType | None:
+        for impl in self._pm.hook.rdzv_store_type.get_hookimpls():
+            if impl.plugin is plugin:
+                result = impl.function()
+                if not isinstance(result, StoreType):
+                    raise TypeError(
+                        f"rdzv_store_type returned {type(result).__name__}, not a StoreType"
+                    )
+                return result
+        return None
+
+    def _load_all(self) -> None:
+        for name in list(self._scan()):
+            with contextlib.suppress(PluginLoadError, PluginConflictError):
+                self.get(name)
+
+    def _unknown(self, name: str) -> ValueError:
+        names = self._names()
+        if names:
+            message = f"Invalid store type given. Currently only supports {_join_names(names)}."
+        else:
+            message = "Invalid store type given. No store type is installed."
+        error = ValueError(message)
+        close = difflib.get_close_matches(name, names, n=1)
+        if close:
+            error.add_note(f"Did you mean '{close[0]}'?")
+        if name in KNOWN_DISTRIBUTIONS:
+            dist = KNOWN_DISTRIBUTIONS[name]
+            error.add_note(f"Store type '{name}' is provided by {dist}: pip install {dist}")
+        if os.environ.get("RDZV_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):
+            error.add_note("Plugin autoloading is off (RDZV_DISABLE_PLUGIN_AUTOLOAD is set).")
+        elif os.environ.get("RDZV_PLUGINS") is not None and entry_points(
+            group=ENTRY_POINT_GROUP, name=name
+        ):
+            error.add_note(
+                f"Store type '{name}' is installed but not in "
+                f"RDZV_PLUGINS={os.environ['RDZV_PLUGINS']}."
+            )
+        return error
+
+    # -- in-process plugins ----------------------------------------------------------------
+
+    def register(self, plugin: object, name: str | None = None) -> StoreType | None:
+        """Add an in-process plugin; returns the store type it provides, if any.
+
+        A store type name already provided by another plugin or distribution is a
+        PluginConflictError, and nothing is registered.
+        """
+        with self._lock:
+            self._pm.register(plugin, name=name)
+            try:
+                self._pm.check_pending()
+                store_type = self._declared(plugin)
+                if store_type is not None:
+                    self._check_free(store_type.name)
+            except Exception:
+                self._pm.unregister(plugin)
+                raise
+            if store_type is not None:
+                self._loaded[store_type.name] = store_type
+                self._origin[store_type.name] = None
+                self._owner[store_type.name] = plugin
+            return store_type
+
+    def _check_free(self, name: str) -> None:
+        if name in self._loaded:
+            source = self._origin.get(name)
+            other = "another in-process plugin" if source is None else source.label()
+            raise PluginConflictError(f"Store type '{name}' is already provided by {other}.")
+        sources = self._scan().get(name)
+        if sources:
+            raise PluginConflictError(
+                f"Store type '{name}' is already declared by {sources[0].label()}."
+            )
+
+    def unregister(self, plugin: object) -> None:
+        """Remove a plugin added with :meth:`register` (or loaded from an entry point)."""
+        with self._lock:
+            self._forget(plugin)
+            if plugin in self._autoloaded:
+                self._autoloaded.remove(plugin)
+
+    def _forget(self, plugin: object) -> None:
+        if self._pm.is_registered(plugin):
+            self._pm.unregister(plugin)
+        for name in [n for n, owner in self._owner.items() if owner is plugin]:
+            del self._owner[name], self._loaded[name], self._origin[name]
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def store_types(self) -> dict[str, StoreType]:
+        """Every usable store type by name (loads every allowed plugin)."""
+        with self._lock:
+            self._load_all()
+            return {name: self._loaded[name] for name in sorted(self._loaded)}
+
+    def plugins(self) -> list[PluginInfo]:
+        """A report line per store type name: ok, broken or conflict (loads every plugin)."""
+        with self._lock:
+            self._load_all()
+            report = []
+            for name in self._names():
+                report.append(self._info(name))
+            return report
+
+    def _info(self, name: str) -> PluginInfo:
+        sources = (self._sources or {}).get(name, [])
+        if len(sources) > 1:
+            labels = " and ".join(s.label() for s in sources)
+            return PluginInfo(
+                name,
+                sources[0].distribution,
+                sources[0].version,
+                "conflict",
+                f"declared by {labels}",
+            )
+        if name in self._broken:
+            error = self._broken[name]
+            return PluginInfo(
+                name,
+                sources[0].distribution,
+                sources[0].version,
+                "broken",
+                f"{error} (cause: {error.__cause__!r})",
+            )
+        store_type = self._loaded[name]
+        origin = self._origin.get(name)
+        return PluginInfo(
+            name,
+            origin.distribution if origin else "<in-process>",
+            origin.version if origin else None,
+            "ok",
+            description=store_type.description,
+            capabilities=tuple(sorted(c.value for c in store_type.capabilities)),
+            default_read_timeout=store_type.default_read_timeout,
+        )
+
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """The pluggy manager holding every loaded plugin (for hooks such as CLI commands)."""
+        return self._pm
+
+    def load_all(self) -> pluggy.PluginManager:
+        """Load every allowed plugin (broken ones are skipped) and return the manager."""
+        with self._lock:
+            self._load_all()
+        return self._pm
+
+    # -- events ----------------------------------------------------------------------------
+
+    def emit(self, event: RendezvousEvent) -> None:
+        """Call every loaded plugin's ``rdzv_event``; exceptions are logged and swallowed."""
+        for impl in self._pm.hook.rdzv_event.get_hookimpls():
+            try:
+                impl.function(event)
+            except Exception:
+                log.exception("rdzv_event hook of plugin %r failed", impl.plugin_name)
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def create_store(self, params: RendezvousParameters) -> Store:
+        """Open the store ``params`` describe, through its store type's plugin.
+
+        Connection failures (StoreError, OSError, TimeoutError) become
+        RendezvousConnectionError with the cause chained; configuration errors stay
+        ValueError. Emits ``store_created`` or ``failure``.
+        """
+        raw = params.get("store_type", "tcp")
+        if not isinstance(raw, str):
+            raise TypeError(
+                f"The rendezvous configuration option 'store_type' must be a string, not "
+                f"{type(raw).__name__}."
+            )
+        name = raw.strip().lower()
+        try:
+            store_type = self.get(name)
+            parse_read_timeout(params, store_type.default_read_timeout)
+            try:
+                store = store_type.create_store(params)
+            except (StoreError, OSError, TimeoutError) as e:
+                raise RendezvousConnectionError(CONNECTION_FAILED) from e
+        except Exception as e:
+            self.emit(
+                RendezvousEvent(
+                    EventKind.FAILURE, name, params.run_id, {"step": "create_store"}, error=e
+                )
+            )
+            raise
+        self.emit(
+            RendezvousEvent(
+                EventKind.STORE_CREATED, name, params.run_id, {"endpoint": params.endpoint}
+            )
+        )
+        return store
+
+    def create_backend(self, params: RendezvousParameters) -> tuple[StoreBackend, Store]:
+        """The c10d backend for ``params.run_id`` over a new store, and that store."""
+        store = self.create_store(params)
+        try:
+            return StoreBackend(store, params.run_id), store
+        except Exception as e:
+            store.close()
+            self.emit(
+                RendezvousEvent(
+                    EventKind.FAILURE,
+                    store_type_name(params),
+                    params.run_id,
+                    {"step": "create_backend"},
+                    error=e,
+                )
+            )
+            raise
+
+
+def store_type_name(params: RendezvousParameters) -> str:
+    """The normalised store type name of ``params`` (default ``tcp``)."""
+    return str(params.get("store_type", "tcp")).strip().lower()
+
+
+_default: Registry | None = None
+_default_lock = threading.Lock()
+
+
+def default_registry() -> Registry:
+    """The process-wide registry the module-level functions use."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Registry()
+    return _default
+
+
+def create_store(params: RendezvousParameters) -> Store:
+    """Open the store described by ``params`` (see :meth:`Registry.create_store`)."""
+    return default_registry().create_store(params)
+
+
+def create_backend(params: RendezvousParameters) -> tuple[StoreBackend, Store]:
+    """``(StoreBackend, Store)`` for ``params`` (see :meth:`Registry.create_backend`)."""
+    return default_registry().create_backend(params)
+
+
+def store_types() -> dict[str, StoreType]:
+    """Every usable store type by name; loads every allowed plugin."""
+    return default_registry().store_types()
+
+
+def plugins() -> list[PluginInfo]:
+    """The plugin report: every discovered store type with provenance and status."""
+    return default_registry().plugins()
+
+
+def register(plugin: object, name: str | None = None) -> StoreType | None:
+    """Add an in-process plugin to the default registry."""
+    return default_registry().register(plugin, name)
+
+
+def unregister(plugin: object) -> None:
+    """Remove a plugin from the default registry."""
+    default_registry().unregister(plugin)
+
+
+def refresh() -> None:
+    """Re-read the entry points of the default registry on next use."""
+    default_registry().refresh()

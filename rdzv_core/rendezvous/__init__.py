@@ -1,0 +1,1 @@
+"""The rendezvous handler: membership, ranks, timeouts and elasticity over any backend."""

@@ -1,0 +1,24 @@
+"""The shared conformance suite: the store, backend and store-type contracts as tests.
+
+Needs pytest (``pip install rdzv-core[testing]``); runtime code never imports this package.
+
+- :class:`StoreConformance` — every rule of the store contract (one subclass + ``store_factory``)
+- :class:`BackendConformance` — the backend contract over that store
+- :class:`StoreTypeConformance` — the ``create_backend`` rules for a registered store type
+- :class:`MemoryStore` — the in-process reference store the core's own tests run the suite on
+- :func:`requires` — mark a test as needing a :class:`~rdzv_core.Capability`
+"""
+
+from ._support import requires
+from .backend_suite import BackendConformance
+from .memory import MemoryStore
+from .store_suite import StoreConformance
+from .storetype_suite import StoreTypeConformance
+
+__all__ = [
+    "BackendConformance",
+    "MemoryStore",
+    "StoreConformance",
+    "StoreTypeConformance",
+    "requires",
+]

@@ -1,0 +1,491 @@
+"""StoreConformance: every rule of the store contract, run against any store.
+
+Opt in with one subclass and one fixture::
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        def store_factory(self, tmp_path):
+            ...  # return a callable: () -> a NEW client of ONE shared, empty store
+
+Test names are API: they do not change lightly. A test that needs a capability the store
+does not declare is skipped with a reason naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from ..capability import Capability
+from ..errors import StoreTimeoutError
+from ..store import Store
+from ._support import StoreFactory, SuiteBase, fork_context, requires
+
+__all__ = ["StoreConformance"]
+
+SHORT = 0.3  # seconds: a timeout short enough to wait for in a test
+SLACK = 5.0  # seconds: generous bound for "returned promptly" on a loaded machine
+
+
+def _in_thread(fn: Callable[[], Any], delay: float = 0.0) -> threading.Thread:
+    def run() -> None:
+        time.sleep(delay)
+        fn()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _run_processes(
+    factory: StoreFactory, work: Callable[[Store, int], list[Any]], n: int
+) -> list[list[Any]]:
+    """Run ``work(new client, index)`` in ``n`` forked processes; their results, in order."""
+    ctx = fork_context()
+    pipes, procs = [], []
+    for index in range(n):
+        parent_end, child_end = ctx.Pipe(duplex=False)
+
+        def child(index: int = index, end: Any = child_end) -> None:
+            client = factory()
+            try:
+                end.send(work(client, index))
+            finally:
+                client.close()
+
+        proc = ctx.Process(target=child, daemon=True)
+        proc.start()
+        child_end.close()
+        pipes.append(parent_end)
+        procs.append(proc)
+    results = []
+    for proc, pipe in zip(procs, pipes):
+        assert pipe.poll(120), "a child process did not report within 120 s"
+        results.append(pipe.recv())
+        proc.join(30)
+        assert proc.exitcode == 0, f"child process failed with exit code {proc.exitcode}"
+    return results
+
+
+def _counter_by_compare_set(store: Store, key: str, owner: str, increments: int) -> int:
+    """Increment the counter in ``key`` (text ``count:owner:seq``) using only compare_set.
+
+    Every desired value is unique, so the returned value equals it only if this call set it.
+    Returns how many attempts lost the race.
+    """
+    losses, done = 0, 0
+    current = store.compare_set(key, "", f"0:{owner}:init")
+    while done < increments:
+        count = int(current.split(b":")[0])
+        desired = f"{count + 1}:{owner}:{done}".encode()
+        current = store.compare_set(key, current, desired)
+        if current == desired:
+            done += 1
+        else:
+            losses += 1
+    return losses
+
+
+class StoreConformance(SuiteBase):
+    """The store contract of DESIGN.md, rule by rule."""
+
+    # -- fixture contract ------------------------------------------------------------------
+
+    def test_store_starts_empty(self, store: Store) -> None:
+        """Troubleshooting: ``store_factory`` must give a fresh, empty store per test."""
+        assert store.num_keys() == 0
+        assert store.check(["key"]) is False
+
+    def test_factory_returns_new_clients(self, new_client: StoreFactory) -> None:
+        a, b = new_client(), new_client()
+        assert a is not b
+
+    # -- set / get -------------------------------------------------------------------------
+
+    def test_set_then_get_returns_bytes(self, store: Store) -> None:
+        store.set("key", b"value")
+        assert store.get("key") == b"value"
+
+    def test_str_value_is_stored_as_utf8(self, store: Store) -> None:
+        store.set("key", "héllo ✓")
+        assert store.get("key") == "héllo ✓".encode()
+
+    def test_set_overwrites(self, store: Store) -> None:
+        store.set("key", "one")
+        store.set("key", "two")
+        assert store.get("key") == b"two"
+
+    def test_empty_value_and_empty_key(self, store: Store) -> None:
+        store.set("empty", b"")
+        store.set("", b"empty key")
+        assert store.get("empty") == b""
+        assert store.get("") == b"empty key"
+        assert store.check(["empty", ""])
+
+    def test_binary_value_round_trips(self, store: Store) -> None:
+        value = bytes(range(256)) * 4
+        store.set("binary", value)
+        assert store.get("binary") == value
+
+    def test_unicode_key(self, store: Store) -> None:
+        store.set("ключ/キー", b"v")
+        assert store.get("ключ/キー") == b"v"
+
+    def test_large_value_seen_by_another_client(self, new_client: StoreFactory) -> None:
+        writer, reader = new_client(), new_client()
+        value = os.urandom(1024 * 1024)
+        writer.set("large", value)
+        assert reader.get("large") == value
+
+    def test_write_visible_to_other_client(self, new_client: StoreFactory) -> None:
+        a, b = new_client(), new_client()
+        a.set("key", "from a")
+        assert b.get("key") == b"from a"
+        assert b.check(["key"])
+
+    def test_bad_key_or_value_type_is_type_error(self, store: Store) -> None:
+        with pytest.raises(TypeError):
+            store.set("key", 5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            store.set(5, "value")  # type: ignore[arg-type]
+        store.set("key", "still works")
+        assert store.get("key") == b"still works"
+
+    # -- blocking reads and timeouts -------------------------------------------------------
+
+    def test_get_blocks_until_another_client_sets(self, new_client: StoreFactory) -> None:
+        waiter, writer = new_client(), new_client()
+        waiter.timeout = timedelta(seconds=30)
+        thread = _in_thread(lambda: writer.set("late", "here"), delay=0.2)
+        start = time.monotonic()
+        assert waiter.get("late") == b"here"
+        elapsed = time.monotonic() - start
+        thread.join()
+        assert 0.15 <= elapsed < SLACK
+
+    def test_get_times_out_with_store_timeout_error(self, store: Store) -> None:
+        store.timeout = timedelta(seconds=SHORT)
+        start = time.monotonic()
+        with pytest.raises(StoreTimeoutError) as info:
+            store.get("missing")
+        elapsed = time.monotonic() - start
+        assert isinstance(info.value, TimeoutError)
+        assert "missing" in str(info.value)
+        assert SHORT * 0.9 <= elapsed < SHORT + SLACK
+
+    def test_store_usable_after_timeout(self, store: Store) -> None:
+        store.timeout = timedelta(seconds=0.1)
+        with pytest.raises(StoreTimeoutError):
+            store.get("missing")
+        store.set("after", "ok")
+        assert store.get("after") == b"ok"
+
+    def test_timeout_is_a_timedelta_and_settable(self, store: Store) -> None:
+        assert isinstance(store.timeout, timedelta)
+        store.timeout = timedelta(seconds=12)
+        assert store.timeout == timedelta(seconds=12)
+        store.set_timeout(timedelta(seconds=3))
+        assert store.timeout == timedelta(seconds=3)
+
+    def test_wait_returns_once_all_keys_exist(self, new_client: StoreFactory) -> None:
+        waiter, writer = new_client(), new_client()
+        writer.set("a", "1")
+        thread = _in_thread(lambda: writer.set("b", "2"), delay=0.2)
+        waiter.wait(["a", "b"], timedelta(seconds=30))
+        thread.join()
+        assert waiter.check(["a", "b"])
+
+    def test_wait_on_no_keys_returns_at_once(self, store: Store) -> None:
+        store.wait([], timedelta(seconds=0.01))
+
+    def test_wait_times_out(self, store: Store) -> None:
+        store.set("present", "x")
+        start = time.monotonic()
+        with pytest.raises(StoreTimeoutError):
+            store.wait(["present", "absent"], timedelta(seconds=SHORT))
+        assert SHORT * 0.9 <= time.monotonic() - start < SHORT + SLACK
+
+    def test_wait_timeout_overrides_store_timeout(self, new_client: StoreFactory) -> None:
+        waiter, writer = new_client(), new_client()
+        waiter.timeout = timedelta(seconds=0.05)
+        thread = _in_thread(lambda: writer.set("slow", "1"), delay=0.3)
+        waiter.wait(["slow"], timedelta(seconds=30))
+        thread.join()
+        waiter.timeout = timedelta(seconds=60)
+        start = time.monotonic()
+        with pytest.raises(StoreTimeoutError):
+            waiter.wait(["never"], timedelta(seconds=SHORT))
+        assert time.monotonic() - start < SHORT + SLACK
+
+    def test_wait_accepts_seconds(self, store: Store) -> None:
+        store.set("k", "v")
+        store.wait(["k"], 1.5)
+
+    def test_blocked_get_does_not_block_other_clients(self, new_client: StoreFactory) -> None:
+        waiter, other = new_client(), new_client()
+        waiter.timeout = timedelta(seconds=30)
+        results: list[bytes] = []
+        thread = _in_thread(lambda: results.append(waiter.get("release")))
+        time.sleep(0.1)
+        other.set("unrelated", "x")
+        assert other.get("unrelated") == b"x"
+        assert other.add("counter", 1) == 1
+        other.set("release", "go")
+        thread.join(SLACK)
+        assert results == [b"go"]
+
+    def test_blocked_get_does_not_stall_the_same_client(self, new_client: StoreFactory) -> None:
+        """One client object is shared by threads (a handler's heartbeat thread, say): a
+        blocking get in one thread must not hold up another thread's operations."""
+        shared, writer = new_client(), new_client()
+        shared.timeout = timedelta(seconds=30)
+        results: list[bytes] = []
+        thread = _in_thread(lambda: results.append(shared.get("release")))
+        time.sleep(0.1)
+        start = time.monotonic()
+        shared.set("other", "x")
+        assert shared.get("other") == b"x"
+        assert time.monotonic() - start < SLACK
+        writer.set("release", "go")
+        thread.join(SLACK)
+        assert results == [b"go"]
+
+    # -- check -----------------------------------------------------------------------------
+
+    def test_check(self, store: Store) -> None:
+        assert store.check([]) is True
+        assert store.check(["a"]) is False
+        store.set("a", "1")
+        assert store.check(["a"]) is True
+        assert store.check(["a", "b"]) is False
+        store.set("b", "")
+        assert store.check(["a", "b"]) is True
+
+    # -- add -------------------------------------------------------------------------------
+
+    def test_add_counts_from_zero(self, store: Store) -> None:
+        assert store.add("n", 5) == 5
+        assert store.add("n", -12) == -7
+        assert store.add("n", 0) == -7
+        assert store.get("n") == b"-7"
+
+    def test_add_to_a_decimal_value_set_as_text(self, store: Store) -> None:
+        store.set("n", "41")
+        assert store.add("n", 1) == 42
+
+    def test_add_wraps_at_int64(self, store: Store) -> None:
+        store.add("n", 2**62)
+        assert store.add("n", 2**62) == -(2**63)
+
+    def test_add_to_non_integer_is_value_error_and_harmless(self, new_client: StoreFactory) -> None:
+        store, other = new_client(), new_client()
+        store.set("word", "value")
+        with pytest.raises(ValueError, match="word"):
+            store.add("word", 1)
+        assert store.get("word") == b"value"
+        assert store.add("n", 1) == 1
+        assert other.get("word") == b"value"
+
+    # -- compare_set -----------------------------------------------------------------------
+
+    def test_compare_set_on_missing_key_with_empty_expected_sets(self, store: Store) -> None:
+        assert store.compare_set("k", "", "D1") == b"D1"
+        assert store.get("k") == b"D1"
+
+    def test_compare_set_on_missing_key_with_expected_returns_expected(self, store: Store) -> None:
+        assert store.compare_set("k", "X", "D1") == b"X"
+        assert store.check(["k"]) is False
+
+    def test_compare_set_match_sets_desired(self, store: Store) -> None:
+        store.set("k", "D1")
+        assert store.compare_set("k", "D1", "D2") == b"D2"
+        assert store.get("k") == b"D2"
+
+    def test_compare_set_mismatch_returns_current(self, store: Store) -> None:
+        store.set("k", "D1")
+        assert store.compare_set("k", "zzz", "D2") == b"D1"
+        assert store.compare_set("k", "", "D2") == b"D1"
+        assert store.get("k") == b"D1"
+
+    def test_compare_set_on_empty_value_with_empty_expected_sets(self, store: Store) -> None:
+        store.set("k", "")
+        assert store.compare_set("k", "", "D1") == b"D1"
+
+    def test_compare_set_creates_empty_value(self, store: Store) -> None:
+        assert store.compare_set("k", "", "") == b""
+        assert store.check(["k"]) is True
+
+    def test_compare_set_accepts_bytes_and_str(self, store: Store) -> None:
+        store.set("k", b"\x00\xff")
+        assert store.compare_set("k", b"\x00\xff", "é") == "é".encode()
+
+    def test_compare_set_wakes_a_blocked_get(self, new_client: StoreFactory) -> None:
+        waiter, writer = new_client(), new_client()
+        waiter.timeout = timedelta(seconds=30)
+        thread = _in_thread(lambda: writer.compare_set("k", "", "set"), delay=0.1)
+        assert waiter.get("k") == b"set"
+        thread.join()
+
+    # -- delete_key / num_keys -------------------------------------------------------------
+
+    @requires(Capability.DELETE)
+    def test_delete_key(self, new_client: StoreFactory) -> None:
+        store, other = new_client(), new_client()
+        store.set("k", "v")
+        assert store.delete_key("k") is True
+        assert store.delete_key("k") is False
+        assert other.check(["k"]) is False
+        assert store.num_keys() == 0
+        store.set("k", "again")
+        assert other.get("k") == b"again"
+
+    def test_num_keys_counts_every_key(self, store: Store) -> None:
+        for i in range(10):
+            store.set(f"k{i}", "v")
+        store.set("k0", "overwritten")
+        store.add("counter", 1)
+        assert store.num_keys() == 11
+
+    # -- multi_get / multi_set -------------------------------------------------------------
+
+    def test_multi_set_then_multi_get(self, new_client: StoreFactory) -> None:
+        a, b = new_client(), new_client()
+        a.multi_set(["x", "y", "z"], ["1", b"2", ""])
+        assert b.multi_get(["z", "x", "y"]) == [b"", b"1", b"2"]
+        assert a.multi_get([]) == []
+        a.multi_set([], [])
+
+    def test_multi_set_length_mismatch_is_value_error(self, store: Store) -> None:
+        with pytest.raises(ValueError):
+            store.multi_set(["a", "b"], ["1"])
+        assert store.check(["a"]) is False
+
+    def test_multi_get_blocks_for_all_keys(self, new_client: StoreFactory) -> None:
+        waiter, writer = new_client(), new_client()
+        waiter.timeout = timedelta(seconds=30)
+        writer.set("a", "1")
+        thread = _in_thread(lambda: writer.set("b", "2"), delay=0.2)
+        assert waiter.multi_get(["a", "b"]) == [b"1", b"2"]
+        thread.join()
+
+    def test_multi_get_times_out(self, store: Store) -> None:
+        store.timeout = timedelta(seconds=SHORT)
+        store.set("a", "1")
+        with pytest.raises(StoreTimeoutError):
+            store.multi_get(["a", "missing"])
+
+    def test_many_keys(self, new_client: StoreFactory) -> None:
+        a, b = new_client(), new_client()
+        keys = [f"key/{i:05d}" for i in range(2000)]
+        a.multi_set(keys, [str(i) for i in range(2000)])
+        assert b.num_keys() == 2000
+        assert b.multi_get(keys) == [str(i).encode() for i in range(2000)]
+        assert b.check(keys)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def test_close_is_idempotent_and_context_manager_closes(self, new_client: StoreFactory) -> None:
+        client = new_client()
+        with client as entered:
+            assert entered is client
+            client.set("k", "v")
+        client.close()
+        assert new_client().get("k") == b"v"
+
+    # -- concurrency -----------------------------------------------------------------------
+
+    def test_concurrent_add_from_threads(self, new_client: StoreFactory) -> None:
+        clients = [new_client() for _ in range(8)]
+        results: list[list[int]] = [[] for _ in clients]
+        start = threading.Barrier(len(clients))
+
+        def work(i: int) -> None:
+            start.wait()
+            for _ in range(200):
+                results[i].append(clients[i].add("counter", 1))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seen = [v for r in results for v in r]
+        assert sorted(seen) == list(range(1, 1601)), "an add was lost or applied twice"
+        assert clients[0].get("counter") == b"1600"
+
+    def test_concurrent_add_on_one_shared_client(self, store: Store) -> None:
+        results: list[int] = []
+        lock = threading.Lock()
+
+        def work() -> None:
+            for _ in range(100):
+                value = store.add("counter", 1)
+                with lock:
+                    results.append(value)
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == list(range(1, 801))
+
+    def test_concurrent_compare_set_from_threads(self, new_client: StoreFactory) -> None:
+        clients = [new_client() for _ in range(8)]
+        start = threading.Barrier(len(clients))
+
+        def work(i: int) -> None:
+            start.wait()
+            _counter_by_compare_set(clients[i], "cas", f"t{i}", 50)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert int(clients[0].get("cas").split(b":")[0]) == 400, "a compare_set update was lost"
+
+    @requires(Capability.CROSS_PROCESS)
+    def test_concurrent_add_from_processes(self, store_factory: StoreFactory, store: Store) -> None:
+        def work(client: Store, index: int) -> list[int]:
+            return [client.add("counter", 1) for _ in range(200)]
+
+        results = _run_processes(store_factory, work, 4)
+        seen = sorted(v for r in results for v in r)
+        assert seen == list(range(1, 801)), "an add was lost or applied twice across processes"
+        assert store.get("counter") == b"800"
+
+    @requires(Capability.CROSS_PROCESS)
+    def test_concurrent_compare_set_from_processes(
+        self, store_factory: StoreFactory, store: Store
+    ) -> None:
+        def work(client: Store, index: int) -> list[int]:
+            return [_counter_by_compare_set(client, "cas", f"p{index}", 50)]
+
+        _run_processes(store_factory, work, 4)
+        assert int(store.get("cas").split(b":")[0]) == 200, "an update was lost across processes"
+
+    @requires(Capability.CROSS_PROCESS)
+    def test_get_woken_by_set_from_another_process(
+        self, store_factory: StoreFactory, store: Store
+    ) -> None:
+        store.timeout = timedelta(seconds=30)
+
+        def work(client: Store, index: int) -> list[bytes]:
+            time.sleep(0.2)
+            client.set("from-child", f"pid {os.getpid()}")
+            return [client.get("from-parent")]
+
+        thread = _in_thread(lambda: store.set("from-parent", "hello"), delay=0.1)
+        ctx_results: list[list[list[bytes]]] = []
+        runner = _in_thread(lambda: ctx_results.append(_run_processes(store_factory, work, 1)))
+        assert store.get("from-child").startswith(b"pid ")
+        runner.join(60)
+        thread.join()
+        assert ctx_results == [[[b"hello"]]]

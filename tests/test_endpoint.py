@@ -1,0 +1,82 @@
+"""Endpoint parsing, the local-host heuristic and read-timeout parsing."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from rdzv_core import RendezvousParameters, is_local_host, parse_endpoint, parse_read_timeout
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        (None, ("localhost", 29400)),
+        ("", ("localhost", 29400)),
+        ("  ", ("localhost", 29400)),
+        ("host", ("host", 29400)),
+        ("host:1234", ("host", 1234)),
+        (" host:1 ", ("host", 1)),
+        ("[::1]", ("::1", 29400)),
+        ("[::1]:29401", ("::1", 29401)),
+        ("1.2.3.4:5", ("1.2.3.4", 5)),
+        ("ho_st:1", ("ho_st", 1)),
+        ("hé:1", ("hé", 1)),
+        ("host:0", ("host", 0)),
+        ("host:00080", ("host", 80)),
+        # Better than torch, which mis-splits a bare IPv6 address into (":", 1).
+        ("::1", ("::1", 29400)),
+        ("fe80::1", ("fe80::1", 29400)),
+    ],
+)
+def test_parse_endpoint(endpoint: str | None, expected: tuple[str, int]) -> None:
+    assert parse_endpoint(endpoint, 29400) == expected
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["host:", "host:abc", "host:65536", "host:-1", "host:+1", "host: 12", "a:b:c", "[::1]:"],
+)
+def test_bad_port(endpoint: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_endpoint(endpoint, 29400)
+    assert str(info.value) == (
+        f"The port number of the rendezvous endpoint '{endpoint}' must be an integer between 0 "
+        "and 65536."
+    )
+
+
+@pytest.mark.parametrize(
+    "endpoint", [":1234", "[]", "[", "[]:5", "host name:1", "[fe80::1%eth0]:5", "http://h:1"]
+)
+def test_bad_host(endpoint: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_endpoint(endpoint, 29400)
+    assert str(info.value) == (
+        f"The hostname of the rendezvous endpoint '{endpoint}' must be a dot-separated list of "
+        "labels, an IPv4 address, or an IPv6 address."
+    )
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "127.0.0.1", "127.1.2.3", "::1", socket.gethostname()]
+)
+def test_local_hosts(host: str) -> None:
+    assert is_local_host(host)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "8.8.8.8", "no-such-host.invalid"])
+def test_remote_hosts(host: str) -> None:
+    assert not is_local_host(host)
+
+
+def test_read_timeout() -> None:
+    def p(**c: object) -> RendezvousParameters:
+        return RendezvousParameters("c10d", "", "r", 1, 1, **c)
+
+    assert parse_read_timeout(p(), 60) == 60
+    assert parse_read_timeout(p(read_timeout="5"), 60) == 5
+    for bad in ("0", "-3", 0):
+        with pytest.raises(ValueError, match="^The read timeout must be a positive integer.$"):
+            parse_read_timeout(p(read_timeout=bad), 60)
