@@ -185,10 +185,10 @@ class StoreTypeConformance(SuiteBase):
         recorder = _Recorder()
         register(recorder)
         try:
-            _, store = create_backend(make_params())
-            opened.append(store)
             with pytest.raises(RendezvousConnectionError):
                 create_backend(make_params(**unreachable))
+            _, store = create_backend(make_params())
+            opened.append(store)
         finally:
             unregister(recorder)
         kinds = [(e.kind, e.store_type) for e in recorder.events]

@@ -1,0 +1,354 @@
+"""TCPStore: the client of the tcp store type (and, with ``is_master``, its host)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+
+from rdzv_core import Capability, Store, StoreConnectionError, StoreError
+from rdzv_core.store import (
+    Value,
+    as_timeout,
+    check_key,
+    check_keys,
+    check_multi_set,
+    timeout_error,
+    to_bytes,
+)
+
+from . import DEFAULT_MAX_FRAME_SIZE
+from .auth import AuthenticationError, answer, as_token
+from .protocol import (
+    ADD,
+    CAS,
+    CHECK,
+    DELETE,
+    FAILED,
+    GET,
+    I64,
+    MAGIC,
+    MAX_TIMEOUT_MS,
+    MULTI_GET,
+    MULTI_SET,
+    NONCE_SIZE,
+    NUM_KEYS,
+    OK,
+    SET,
+    TIMEOUT,
+    U32,
+    U64,
+    VALUE_ERROR,
+    VERSION,
+    WAIT,
+    Reader,
+    field,
+    fields,
+)
+from .server import StoreServer, acquire_server, release_server
+
+__all__ = ["TCPStore"]
+
+log = logging.getLogger(__name__)
+
+_REPLY_GRACE = 5.0  # seconds a parked read may overrun its timeout before the link is dead
+_MAX_RETRY_DELAY = 0.5
+
+
+def _millis(timeout: timedelta) -> int:
+    return min(max(0, round(timeout.total_seconds() * 1000)), MAX_TIMEOUT_MS)
+
+
+class _Link:
+    """One connection to the server; used by one thread at a time."""
+
+    __slots__ = ("buf", "sock", "where")
+
+    def __init__(self, sock: socket.socket, where: str) -> None:
+        self.sock = sock
+        self.where = where
+        self.buf = bytearray()
+
+    def send(self, payload: bytes) -> None:
+        self.sock.sendall(U32.pack(len(payload)) + payload)
+
+    def receive(self, timeout: float) -> bytes:
+        self.sock.settimeout(timeout)
+        buf = self.buf
+        try:
+            while len(buf) < 4:
+                self._fill(4 - len(buf))
+            end = 4 + U32.unpack_from(buf, 0)[0]
+            while len(buf) < end:
+                self._fill(end - len(buf))
+        except TimeoutError as e:
+            raise StoreConnectionError(
+                f"No reply from the TCP store at {self.where} within {timeout:.1f} s."
+            ) from e
+        payload = bytes(buf[4:end])
+        del buf[:end]
+        return payload
+
+    def _fill(self, needed: int) -> None:
+        chunk = self.sock.recv(max(needed, 65536))
+        if not chunk:
+            raise StoreConnectionError(
+                f"The TCP store at {self.where} closed the connection "
+                "(was the server stopped, or did it reject a request?)."
+            )
+        self.buf += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class TCPStore(Store):
+    """A client of a TCP store server at ``host:port``.
+
+    With ``is_master`` it first hosts the server in this process (listening on every
+    interface unless ``bind_host`` narrows it; with ``multi_tenant``, stores hosting the
+    same port share one server, which stops when the last of them closes). The client
+    connects (retrying until ``timeout``), authenticating with ``auth_token`` when the
+    server demands it. One TCPStore may be shared by threads: each concurrent operation
+    gets its own connection from a small pool, so a blocked ``get`` holds up nobody.
+    """
+
+    capabilities = frozenset({Capability.CROSS_PROCESS, Capability.CROSS_HOST, Capability.DELETE})
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        is_master: bool = False,
+        timeout: timedelta = timedelta(seconds=60),
+        multi_tenant: bool = True,
+        auth_token: str | bytes | None = None,
+        bind_host: str | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        super().__init__(timeout)
+        if not 0 <= port <= 65535:
+            raise ValueError(f"The port must be between 0 and 65535, got {port}.")
+        if not is_master and port == 0:
+            raise ValueError("A client needs the server's port; port 0 only works with is_master.")
+        self.host = host
+        self._token = as_token(auth_token)
+        self._idle: list[_Link] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._server: StoreServer | None = None
+        if is_master:
+            self._server = acquire_server(
+                port,
+                bind_host=bind_host,
+                auth_token=self._token,
+                max_frame_size=max_frame_size,
+                multi_tenant=multi_tenant,
+            )
+            port = self._server.port
+        self.port = port
+        try:
+            self._idle.append(self._connect())
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def server(self) -> StoreServer | None:
+        """The server this store hosts, if it is the master."""
+        return self._server
+
+    def __repr__(self) -> str:
+        role = "master" if self._server else "client"
+        return f"TCPStore({self.host!r}, {self.port}, {role})"
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _connect(self) -> _Link:
+        where = f"{self.host}:{self.port}"
+        limit = self.timeout.total_seconds()
+        deadline = time.monotonic() + limit
+        delay = 0.01
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                sock = socket.create_connection(
+                    (self.host, self.port), max(0.05, min(remaining, 5.0))
+                )
+            except socket.gaierror as e:
+                if e.errno == socket.EAI_NONAME:
+                    raise StoreConnectionError(
+                        f"Cannot resolve the TCP store host {self.host!r}: {e.strerror}."
+                    ) from e
+                last: Exception = e
+            except OSError as e:
+                last = e
+            else:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                link = _Link(sock, where)
+                try:
+                    self._handshake(link, max(1.0, min(remaining, 10.0)))
+                    return link
+                except AuthenticationError:
+                    link.close()
+                    raise
+                except (OSError, StoreConnectionError) as e:
+                    link.close()
+                    last = e
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StoreConnectionError(
+                    f"Could not connect to the TCP store at {where} within {limit:g} s: {last}"
+                ) from last
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, _MAX_RETRY_DELAY)
+
+    def _handshake(self, link: _Link, timeout: float) -> None:
+        link.send(MAGIC + bytes([VERSION]))
+        hello = link.receive(timeout)
+        if hello[:1] == bytes([FAILED]):
+            raise StoreError(
+                f"The TCP store at {link.where} refused the connection: "
+                f"{hello[1:].decode(errors='replace')}"
+            )
+        if len(hello) < 6 or hello[:4] != MAGIC:
+            raise StoreError(f"{link.where} did not answer like an rdzv TCP store server.")
+        if not hello[5]:
+            return
+        if self._token is None:
+            raise AuthenticationError(
+                f"Authentication failed for the TCP store at {link.where}: the server requires "
+                "a token and none was given (auth_token, auth_token_file or RDZV_TCP_AUTH_TOKEN)."
+            )
+        nonce = hello[6 : 6 + NONCE_SIZE]
+        link.send(answer(self._token, nonce))
+        try:
+            reply = link.receive(timeout)
+        except StoreConnectionError as e:
+            raise AuthenticationError(
+                f"Authentication failed for the TCP store at {link.where}: the server rejected "
+                "the token."
+            ) from e
+        if reply[:1] != bytes([OK]):
+            raise AuthenticationError(
+                f"Authentication failed for the TCP store at {link.where}: the server rejected "
+                "the token."
+            )
+
+    def _request(self, payload: bytes, wait: timedelta | None = None) -> tuple[int, Reader]:
+        if self._closed:
+            raise StoreError("This TCPStore is closed.")
+        with self._lock:
+            link = self._idle.pop() if self._idle else None
+        if link is None:
+            link = self._connect()
+        if wait is None:
+            reply_timeout = max(self.timeout.total_seconds(), _REPLY_GRACE)
+        else:
+            reply_timeout = wait.total_seconds() + _REPLY_GRACE
+        try:
+            link.send(payload)
+            reply = link.receive(reply_timeout)
+        except OSError as e:
+            link.close()
+            raise StoreConnectionError(
+                f"Lost the connection to the TCP store at {link.where}: {e}"
+            ) from e
+        except BaseException:
+            link.close()
+            raise
+        with self._lock:
+            if self._closed:
+                link.close()
+            else:
+                self._idle.append(link)
+        status = reply[0]
+        if status == VALUE_ERROR:
+            raise ValueError(reply[1:].decode(errors="replace"))
+        if status == FAILED:
+            raise StoreError(reply[1:].decode(errors="replace"))
+        return status, Reader(reply, 1)
+
+    # -- the store contract ----------------------------------------------------------------
+
+    def set(self, key: str, value: Value) -> None:
+        self._request(bytes([SET]) + field(check_key(key).encode()) + to_bytes(value))
+
+    def get(self, key: str) -> bytes:
+        wait = self.timeout
+        status, reply = self._request(
+            bytes([GET]) + field(check_key(key).encode()) + U64.pack(_millis(wait)), wait
+        )
+        if status == TIMEOUT:
+            raise timeout_error([key], wait)
+        return reply.rest()
+
+    def add(self, key: str, amount: int) -> int:
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise TypeError(f"The amount to add must be an int, not {type(amount).__name__}.")
+        amount = (amount + 2**63) % 2**64 - 2**63
+        _, reply = self._request(bytes([ADD]) + field(check_key(key).encode()) + I64.pack(amount))
+        return reply.i64()
+
+    def compare_set(self, key: str, expected: Value, desired: Value) -> bytes:
+        payload = (
+            bytes([CAS])
+            + field(check_key(key).encode())
+            + field(to_bytes(expected))
+            + field(to_bytes(desired))
+        )
+        return self._request(payload)[1].rest()
+
+    def wait(self, keys: Sequence[str], timeout: timedelta | float | None = None) -> None:
+        names = check_keys(keys)
+        limit = as_timeout(timeout, self.timeout)
+        if not names:
+            return
+        status, _ = self._request(
+            bytes([WAIT]) + fields([k.encode() for k in names]) + U64.pack(_millis(limit)), limit
+        )
+        if status == TIMEOUT:
+            raise timeout_error(names, limit)
+
+    def check(self, keys: Sequence[str]) -> bool:
+        names = check_keys(keys)
+        return self._request(bytes([CHECK]) + fields([k.encode() for k in names]))[1].u8() == 1
+
+    def delete_key(self, key: str) -> bool:
+        return self._request(bytes([DELETE]) + field(check_key(key).encode()))[1].u8() == 1
+
+    def num_keys(self) -> int:
+        return self._request(bytes([NUM_KEYS]))[1].u64()
+
+    def multi_get(self, keys: Sequence[str]) -> list[bytes]:
+        names = check_keys(keys)
+        if not names:
+            return []
+        wait = self.timeout
+        status, reply = self._request(
+            bytes([MULTI_GET]) + fields([k.encode() for k in names]) + U64.pack(_millis(wait)),
+            wait,
+        )
+        if status == TIMEOUT:
+            raise timeout_error(names, wait)
+        return reply.fields()
+
+    def multi_set(self, keys: Sequence[str], values: Sequence[Value]) -> None:
+        names, raws = check_multi_set(keys, values)
+        if names:
+            self._request(bytes([MULTI_SET]) + fields([k.encode() for k in names]) + fields(raws))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for link in idle:
+            link.close()
+        if self._server is not None:
+            release_server(self._server)

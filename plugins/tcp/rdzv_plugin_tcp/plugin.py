@@ -1,0 +1,93 @@
+"""The rdzv plugin object of the ``tcp`` store type (entry point ``rdzv: tcp``).
+
+Kept cheap to import: the client and server load inside ``create_store`` and ``serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import rdzv_plugin_tcp
+from rdzv_core import (
+    Capability,
+    EventKind,
+    RendezvousEvent,
+    RendezvousParameters,
+    StoreError,
+    StoreType,
+    hookimpl,
+    is_local_host,
+    parse_endpoint,
+    parse_read_timeout,
+)
+from rdzv_core.events import emit
+
+if TYPE_CHECKING:
+    from .client import TCPStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_READ_TIMEOUT = 60
+CAPABILITIES = frozenset({Capability.CROSS_PROCESS, Capability.CROSS_HOST, Capability.DELETE})
+
+
+def create_store(params: RendezvousParameters) -> TCPStore:
+    """The tcp store for ``params``: hosts it when ``is_host`` says so (or, when absent,
+    when the endpoint names this machine, falling back to a client if hosting fails)."""
+    from datetime import timedelta
+
+    from .auth import token_from_params
+    from .client import TCPStore
+
+    host, port = parse_endpoint(params.endpoint, rdzv_plugin_tcp.DEFAULT_PORT)
+    timeout = timedelta(seconds=parse_read_timeout(params, DEFAULT_READ_TIMEOUT))
+    explicit = params.get_as_bool("is_host")
+    is_host = explicit if explicit is not None else is_local_host(host)
+    options: dict[str, Any] = {
+        "timeout": timeout,
+        "multi_tenant": True,
+        "auth_token": token_from_params(params),
+        "bind_host": params.get("bind_host") or None,
+    }
+    max_frame = params.get_as_int("max_frame_size")
+    if max_frame is not None:
+        options["max_frame_size"] = max_frame
+    try:
+        store = TCPStore(host, port, is_master=is_host, **options)
+    except StoreError as e:
+        if not is_host or explicit is not None:
+            raise
+        log.info("Could not host the TCP store on port %d (%s); joining it as a client.", port, e)
+        store = TCPStore(host, port, is_master=False, **options)
+    if store.server is not None:
+        log.info("Process %d hosts the TCP store for the C10d rendezvous backend.", os.getpid())
+        emit(
+            RendezvousEvent(
+                EventKind.STORE_HOSTED,
+                "tcp",
+                params.run_id,
+                {"host": host, "port": store.port, "pid": os.getpid()},
+            )
+        )
+    return store
+
+
+@hookimpl
+def rdzv_store_type() -> StoreType:
+    return StoreType(
+        name="tcp",
+        description="A TCP key-value store, hosted by one node or run standalone with rdzv serve.",
+        create_store=create_store,
+        default_read_timeout=DEFAULT_READ_TIMEOUT,
+        capabilities=CAPABILITIES,
+    )
+
+
+@hookimpl
+def rdzv_cli_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
+    from .serve import add_serve_command
+
+    add_serve_command(subparsers)

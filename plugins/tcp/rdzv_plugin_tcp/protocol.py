@@ -1,0 +1,99 @@
+"""The wire protocol: length-prefixed binary frames (documented in the package README).
+
+Every message is a frame: a 4-byte big-endian length, then that many bytes. Strings and
+values inside a frame are ``u32 length + bytes``; integers are big-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+MAGIC = b"RDZV"
+VERSION = 1
+AUTH_CONTEXT = b"rdzv-tcp-auth-v1"
+NONCE_SIZE = 32
+
+# Requests: one op byte, then the op's fields.
+SET, GET, ADD, CAS, WAIT, CHECK, DELETE, NUM_KEYS, MULTI_GET, MULTI_SET, PING = range(1, 12)
+OP_NAMES = {
+    SET: "set", GET: "get", ADD: "add", CAS: "compare_set", WAIT: "wait", CHECK: "check",
+    DELETE: "delete_key", NUM_KEYS: "num_keys", MULTI_GET: "multi_get",
+    MULTI_SET: "multi_set", PING: "ping",
+}  # fmt: skip
+
+# Replies: one status byte, then the op's result.
+OK, TIMEOUT, VALUE_ERROR, FAILED = range(4)
+
+U32 = struct.Struct(">I")
+U64 = struct.Struct(">Q")
+I64 = struct.Struct(">q")
+MAX_TIMEOUT_MS = 2**64 - 1
+
+
+class ProtocolError(Exception):
+    """A frame that does not follow the protocol."""
+
+
+def frame(payload: bytes) -> bytes:
+    """``payload`` with its length prefix."""
+    return U32.pack(len(payload)) + payload
+
+
+def field(data: bytes) -> bytes:
+    """One length-prefixed field."""
+    return U32.pack(len(data)) + data
+
+
+def fields(items: Sequence[bytes]) -> bytes:
+    """A count followed by that many fields."""
+    return U32.pack(len(items)) + b"".join(U32.pack(len(i)) + i for i in items)
+
+
+class Reader:
+    """Reads fields from one frame's payload; any overrun is a ProtocolError."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes, pos: int = 0) -> None:
+        self.data = data
+        self.pos = pos
+
+    def _take(self, size: int) -> bytes:
+        end = self.pos + size
+        if end > len(self.data):
+            raise ProtocolError(f"frame truncated: needed {end} bytes, have {len(self.data)}")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def u32(self) -> int:
+        value: int = U32.unpack(self._take(4))[0]
+        return value
+
+    def u64(self) -> int:
+        value: int = U64.unpack(self._take(8))[0]
+        return value
+
+    def i64(self) -> int:
+        value: int = I64.unpack(self._take(8))[0]
+        return value
+
+    def u8(self) -> int:
+        return self._take(1)[0]
+
+    def field(self) -> bytes:
+        return self._take(self.u32())
+
+    def fields(self) -> list[bytes]:
+        count = self.u32()
+        if count > len(self.data) - self.pos:
+            raise ProtocolError(f"field count {count} exceeds the frame")
+        return [self.field() for _ in range(count)]
+
+    def rest(self) -> bytes:
+        return self._take(len(self.data) - self.pos)
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise ProtocolError(f"{len(self.data) - self.pos} unexpected trailing bytes")

@@ -1,0 +1,499 @@
+"""tcp-specific behaviour with real sockets and real child processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import rdzv_plugin_tcp
+from rdzv_plugin_tcp import AuthenticationError, StoreServer, TCPStore
+from rdzv_plugin_tcp.protocol import GET, MAGIC, SET, VERSION, field
+
+from rdzv_core import (
+    RendezvousConnectionError,
+    RendezvousParameters,
+    StoreConnectionError,
+    StoreError,
+    create_backend,
+)
+
+MESSAGE = "The connection to the C10d store has failed. See inner exception for details."
+
+
+def params(endpoint: str, **config: str) -> RendezvousParameters:
+    return RendezvousParameters("c10d", endpoint, "run", 1, 1, **config)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+class Served:
+    """``rdzv serve`` running as a child process."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        # stderr goes to a file: a pipe nobody reads would fill up and block the server.
+        self.log = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rdzv_core", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("listening on "), f"unexpected: {line!r} {self.stderr()}"
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    server = Served()
+    yield server
+    server.stop(signal.SIGKILL)
+
+
+# -- create_backend semantics --------------------------------------------------------------
+
+
+def test_tcp_is_the_default_store_type_and_default_port_is_read_at_call_time(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rdzv_plugin_tcp, "DEFAULT_PORT", port)
+    _backend, store = create_backend(params("127.0.0.1"))
+    try:
+        assert isinstance(store, TCPStore)
+        assert store.port == port and store.host == "127.0.0.1"
+        assert store.server is not None, "127.0.0.1 is this machine: it should host"
+        assert store.timeout == timedelta(seconds=60)
+    finally:
+        store.close()
+
+
+def test_two_backends_in_one_process_share_one_server(port: int) -> None:
+    _, first = create_backend(params(f"127.0.0.1:{port}"))
+    _, second = create_backend(params(f"localhost:{port}"))
+    assert isinstance(first, TCPStore) and isinstance(second, TCPStore)
+    assert first.server is second.server is not None
+    first.set("k", "v")
+    first.close()
+    assert second.get("k") == b"v", "closing one tenant stopped the shared server"
+    second.close()
+    assert port_is_free(port), "the last tenant closed but the server still listens"
+
+
+def test_inferred_host_falls_back_to_client_when_port_is_taken(served: Served) -> None:
+    _, store = create_backend(params(f"127.0.0.1:{served.port}"))
+    try:
+        assert isinstance(store, TCPStore) and store.server is None
+        store.set("k", "v")
+        assert TCPStore("127.0.0.1", served.port).get("k") == b"v"
+    finally:
+        store.close()
+
+
+def test_explicit_host_with_busy_port_is_connection_error(served: Served) -> None:
+    start = time.monotonic()
+    with pytest.raises(RendezvousConnectionError) as info:
+        create_backend(params(f"127.0.0.1:{served.port}", is_host="true"))
+    assert str(info.value) == MESSAGE
+    assert isinstance(info.value.__cause__, StoreError)
+    assert "in use" in str(info.value.__cause__)
+    assert time.monotonic() - start < 2
+
+
+def test_explicit_client_with_no_server_fails_after_read_timeout(port: int) -> None:
+    start = time.monotonic()
+    with pytest.raises(RendezvousConnectionError) as info:
+        create_backend(params(f"127.0.0.1:{port}", is_host="false", read_timeout="1"))
+    elapsed = time.monotonic() - start
+    assert isinstance(info.value.__cause__, StoreConnectionError)
+    assert f"127.0.0.1:{port}" in str(info.value.__cause__)
+    assert 0.9 <= elapsed < 3
+
+
+def test_client_started_before_its_server_connects(port: int) -> None:
+    def host_later() -> None:
+        time.sleep(0.5)
+        hosts.append(TCPStore("127.0.0.1", port, is_master=True))
+
+    hosts: list[TCPStore] = []
+    thread = threading.Thread(target=host_later)
+    thread.start()
+    client = TCPStore("127.0.0.1", port, timeout=timedelta(seconds=10))
+    thread.join()
+    client.set("k", "v")
+    assert hosts[0].get("k") == b"v"
+    client.close()
+    hosts[0].close()
+
+
+@pytest.mark.parametrize("is_host", ["true", "false"])
+def test_unresolvable_endpoint_fails_fast(port: int, is_host: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(RendezvousConnectionError) as info:
+        create_backend(params(f"no-such-host.invalid:{port}", is_host=is_host, read_timeout="30"))
+    assert "resolve" in str(info.value.__cause__)
+    assert time.monotonic() - start < 10
+    assert port_is_free(port), "a server started for the failed store was left running"
+
+
+def test_bind_host_narrows_the_listener(port: int) -> None:
+    _, store = create_backend(params(f"127.0.0.1:{port}", bind_host="127.0.0.1"))
+    try:
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.2", port)) != 0
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) == 0
+    finally:
+        store.close()
+
+
+def test_default_listener_takes_every_interface(port: int) -> None:
+    host = TCPStore("127.0.0.1", port, is_master=True)
+    try:
+        for address in ("127.0.0.2", "localhost"):
+            assert TCPStore(address, port).num_keys() == 0
+    finally:
+        host.close()
+
+
+def test_bad_is_host_value(port: int) -> None:
+    with pytest.raises(ValueError, match="'is_host'"):
+        create_backend(params(f"127.0.0.1:{port}", is_host="perhaps"))
+
+
+# -- rdzv serve ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_rdzv_serve_serves_logs_and_exits_cleanly(sig: int) -> None:
+    served = Served()
+    client = TCPStore("127.0.0.1", served.port)
+    client.set("k", "v")
+    assert client.get("k") == b"v"
+    client.close()
+    time.sleep(0.2)
+    assert served.stop(sig) == 0
+    log = served.stderr()
+    assert "connected" in log and "disconnected" in log and "shutting down" in log
+
+
+def test_rdzv_serve_reports_a_busy_port(served: Served) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "rdzv_core", "serve", "--port", str(served.port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr and "in use" in result.stderr
+
+
+def test_server_killed_under_a_blocked_get_fails_promptly(served: Served) -> None:
+    client = TCPStore("127.0.0.1", served.port, timeout=timedelta(seconds=60))
+    errors: list[BaseException] = []
+
+    def blocked() -> None:
+        try:
+            client.get("never")
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=blocked)
+    thread.start()
+    time.sleep(0.3)
+    served.proc.kill()
+    start = time.monotonic()
+    thread.join(10)
+    assert not thread.is_alive(), "the client hung after its server died"
+    assert time.monotonic() - start < 2
+    assert isinstance(errors[0], StoreConnectionError)
+    client.timeout = timedelta(seconds=1)
+    with pytest.raises(StoreConnectionError, match="Could not connect"):
+        client.set("k", "v")
+
+
+# -- authentication ------------------------------------------------------------------------
+
+
+class Relay:
+    """A loopback TCP relay that records every byte exchanged through it."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.upstream = upstream_port
+        self.seen = bytearray()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pump, args=(down, up), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        peers = {a: b, b: a}
+        while True:
+            readable, _, _ = select.select(list(peers), [], [], 10)
+            for sock in readable:
+                data = sock.recv(65536)
+                if not data:
+                    a.close()
+                    b.close()
+                    return
+                self.seen += data
+                peers[sock].sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_auth_accepts_the_right_token_and_the_secret_never_crosses_the_wire(port: int) -> None:
+    secret = "correct horse battery staple"
+    host = TCPStore("127.0.0.1", port, is_master=True, auth_token=secret)
+    relay = Relay(port)
+    try:
+        client = TCPStore("127.0.0.1", relay.port, auth_token=secret)
+        client.set("k", "v")
+        assert host.get("k") == b"v"
+        client.close()
+        assert relay.seen and secret.encode() not in relay.seen
+    finally:
+        relay.close()
+        host.close()
+
+
+def test_auth_rejects_a_wrong_or_missing_token(port: int, caplog: pytest.LogCaptureFixture) -> None:
+    host = TCPStore("127.0.0.1", port, is_master=True, auth_token="right")
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(AuthenticationError) as info:
+            TCPStore("127.0.0.1", port, auth_token="wrong", timeout=timedelta(seconds=2))
+        assert "authentication failed" in str(info.value).lower()
+        assert "authentication failed" in caplog.text
+        with pytest.raises(AuthenticationError, match="requires a token"):
+            TCPStore("127.0.0.1", port, timeout=timedelta(seconds=2))
+        host.set("still", "serving")
+        assert TCPStore("127.0.0.1", port, auth_token="right").get("still") == b"serving"
+    finally:
+        host.close()
+
+
+def test_auth_through_create_backend_config_file_and_env(
+    port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    _, host = create_backend(params(f"127.0.0.1:{port}", auth_token_file=str(token_file)))
+    try:
+        _, inline = create_backend(
+            params(f"127.0.0.1:{port}", auth_token="s3cret", is_host="false")
+        )
+        inline.close()
+        monkeypatch.setenv("RDZV_TCP_AUTH_TOKEN", "s3cret")
+        _, from_env = create_backend(params(f"127.0.0.1:{port}", is_host="false"))
+        from_env.close()
+        monkeypatch.setenv("RDZV_TCP_AUTH_TOKEN", "wrong")
+        with pytest.raises(RendezvousConnectionError) as info:
+            create_backend(params(f"127.0.0.1:{port}", is_host="false", read_timeout="2"))
+        assert isinstance(info.value.__cause__, AuthenticationError)
+        with pytest.raises(ValueError, match="not both"):
+            create_backend(params(f"127.0.0.1:{port}", auth_token="a", auth_token_file="b"))
+    finally:
+        host.close()
+
+
+def test_auth_token_for_rdzv_serve_from_env() -> None:
+    served = Served(env={"RDZV_TCP_AUTH_TOKEN": "envtoken"})
+    try:
+        with pytest.raises(AuthenticationError):
+            TCPStore("127.0.0.1", served.port, timeout=timedelta(seconds=2))
+        TCPStore("127.0.0.1", served.port, auth_token="envtoken").set("k", "v")
+    finally:
+        served.stop()
+
+
+# -- hostile clients -----------------------------------------------------------------------
+
+
+def raw_client(port: int, handshake: bool = True) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if handshake:
+        payload = MAGIC + bytes([VERSION])
+        sock.sendall(struct.pack(">I", len(payload)) + payload)
+        reply = sock.recv(64)
+        assert reply[4:8] == MAGIC
+    return sock
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    sock.settimeout(5)
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+HOSTILE = {
+    "oversized": struct.pack(">I", 2**31),
+    "malformed": struct.pack(">I", 3) + bytes([GET, 0, 0]),
+    "unknown op": struct.pack(">I", 1) + bytes([99]),
+    "trailing bytes": struct.pack(">I", 15) + bytes([GET]) + field(b"k") + b"\x00" * 9,
+    "field overrun": struct.pack(">I", 5) + bytes([SET]) + struct.pack(">I", 1000),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_frames_close_only_that_connection(
+    case: str, port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = StoreServer("127.0.0.1", port).start()
+    try:
+        good = TCPStore("127.0.0.1", port)
+        good.set("k", "v")
+        with caplog.at_level(logging.WARNING, logger="rdzv_plugin_tcp.server"):
+            bad = raw_client(port)
+            bad.sendall(HOSTILE[case])
+            assert closed_by_server(bad), f"{case}: the server kept the connection"
+            bad.close()
+        assert "closed connection" in caplog.text
+        assert good.get("k") == b"v" and good.add("n", 1) == 1
+        assert TCPStore("127.0.0.1", port).get("k") == b"v"
+    finally:
+        server.stop()
+
+
+def test_garbage_handshake_and_truncated_frame(port: int, caplog: pytest.LogCaptureFixture) -> None:
+    server = StoreServer("127.0.0.1", port).start()
+    try:
+        good = TCPStore("127.0.0.1", port)
+        with caplog.at_level(logging.WARNING, logger="rdzv_plugin_tcp.server"):
+            bad = raw_client(port, handshake=False)
+            bad.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert closed_by_server(bad)
+            half = raw_client(port)
+            half.sendall(struct.pack(">I", 100) + b"only part of it")
+            half.close()
+            time.sleep(0.2)
+        assert "bad handshake" in caplog.text and "inside a frame" in caplog.text
+        good.set("k", "v")
+        assert good.get("k") == b"v"
+    finally:
+        server.stop()
+
+
+def test_version_mismatch_is_refused_with_a_message(port: int) -> None:
+    server = StoreServer("127.0.0.1", port).start()
+    try:
+        sock = raw_client(port, handshake=False)
+        sock.sendall(struct.pack(">I", 5) + MAGIC + bytes([VERSION + 1]))
+        data = sock.recv(4096)
+        assert b"unsupported protocol version" in data
+        assert closed_by_server(sock)
+    finally:
+        server.stop()
+
+
+def test_frame_limit_is_configurable(port: int) -> None:
+    _, store = create_backend(params(f"127.0.0.1:{port}", max_frame_size="4096"))
+    try:
+        with pytest.raises(StoreConnectionError):
+            store.set("big", b"x" * 10_000)
+        store.set("small", b"x" * 1000)
+        assert store.get("small") == b"x" * 1000
+    finally:
+        store.close()
+
+
+def test_a_client_that_stops_reading_does_not_stall_others(port: int) -> None:
+    server = StoreServer("127.0.0.1", port).start()
+    try:
+        good = TCPStore("127.0.0.1", port)
+        good.set("big", os.urandom(1024 * 1024))
+        hog = raw_client(port)
+        request = bytes([GET]) + field(b"big") + struct.pack(">Q", 1000)
+        hog.setblocking(False)
+        frame = struct.pack(">I", len(request)) + request
+        sent = 0
+        for _ in range(2000):  # ask for 2 GB of replies and never read one
+            try:
+                sent += hog.send(frame)
+            except BlockingIOError:
+                break
+        start = time.monotonic()
+        for i in range(200):
+            good.set(f"k{i}", "v")
+            assert good.get(f"k{i}") == b"v"
+        assert time.monotonic() - start < 5
+        hog.close()
+    finally:
+        server.stop()
+
+
+def test_two_thousand_concurrent_connections() -> None:
+    served = Served()
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(2000):
+            sockets.append(raw_client(served.port))
+        store = TCPStore("127.0.0.1", served.port)
+        store.set("k", "v")
+        request = bytes([GET]) + field(b"k") + struct.pack(">Q", 1000)
+        for sock in sockets[::100]:
+            sock.sendall(struct.pack(">I", len(request)) + request)
+            assert sock.recv(64)[4:] == b"\x00v"
+        assert store.add("n", 1) == 1
+    finally:
+        for sock in sockets:
+            sock.close()
+        served.stop()
+
+
+def test_closed_store_and_bad_arguments(port: int) -> None:
+    with pytest.raises(ValueError, match="port 0"):
+        TCPStore("127.0.0.1", 0)
+    with pytest.raises(ValueError, match="65535"):
+        TCPStore("127.0.0.1", 70000)
+    store = TCPStore("127.0.0.1", port, is_master=True)
+    store.close()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.get("k")
+    assert port_is_free(port)
