@@ -1,1 +1,14 @@
-"""The rendezvous handler: membership, ranks, timeouts and elasticity over any backend."""
+"""The rendezvous handler: membership, ranks, timeouts and elasticity over any store."""
+
+from .handler import RendezvousHandler, RendezvousInfo, RendezvousStoreInfo, create_handler
+from .settings import HandlerSettings, parse_config, parse_nnodes
+
+__all__ = [
+    "HandlerSettings",
+    "RendezvousHandler",
+    "RendezvousInfo",
+    "RendezvousStoreInfo",
+    "create_handler",
+    "parse_config",
+    "parse_nnodes",
+]

@@ -1,0 +1,571 @@
+"""The rendezvous handler: membership, ranks and liveness over any Store.
+
+The protocol (docs/PROTOCOL in the README has the full page) keeps every step O(1) per node:
+a node takes an arrival slot with one atomic ``add``, one ``compare_set`` fixes a round's
+membership, and nodes block on keys instead of polling. All of a run's keys live under
+``rdzv.<run_id>/``; a round's keys under ``rdzv.<run_id>/r<round>/``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from ..backend import RendezvousBackend
+from ..errors import (
+    CONNECTION_FAILED,
+    RendezvousClosedError,
+    RendezvousConnectionError,
+    RendezvousError,
+    RendezvousGracefulExitError,
+    RendezvousTimeoutError,
+    StoreError,
+)
+from ..events import EventKind, RendezvousEvent, emit
+from ..params import RendezvousParameters
+from ..store import PrefixStore, Store
+from .settings import HandlerSettings
+
+__all__ = [
+    "RendezvousHandler",
+    "RendezvousInfo",
+    "RendezvousStoreInfo",
+    "create_handler",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_ABSENT = "\x00absent"  # compare_set(key, _ABSENT, _ABSENT) reads a key without blocking
+_CLOSED = b"closed"
+_STORE_FAILURES = (StoreError, OSError, TimeoutError)
+_local_ids = itertools.count()
+
+
+@dataclass(frozen=True)
+class RendezvousStoreInfo:
+    """Where rank 0 of a round invites the workers' own bootstrap (MASTER_ADDR/PORT)."""
+
+    master_addr: str
+    master_port: int
+
+
+@dataclass(frozen=True)
+class RendezvousInfo:
+    """The outcome of one completed round, for this node."""
+
+    store: Store
+    rank: int
+    world_size: int
+    bootstrap_store_info: RendezvousStoreInfo
+    round: int
+
+
+@dataclass(frozen=True, order=True)
+class _Node:
+    addr: str
+    pid: int
+    local_id: int
+    nonce: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.addr}_{self.pid}_{self.local_id}_{self.nonce}"
+
+    def encode(self) -> str:
+        return json.dumps([self.addr, self.pid, self.local_id, self.nonce])
+
+    @classmethod
+    def decode(cls, raw: bytes) -> _Node:
+        addr, pid, local_id, nonce = json.loads(raw)
+        return cls(str(addr), int(pid), int(local_id), str(nonce))
+
+
+@dataclass
+class _Membership:
+    round: int
+    slot: int
+    rank: int
+    world_size: int
+    successor: str | None
+    watched_value: int | None = None
+    watched_since: float = 0.0
+
+
+def _r(round_: int, name: str) -> str:
+    return f"r{round_}/{name}"
+
+
+class RendezvousHandler:
+    """Lets N nodes agree on a round's membership and ranks, elastically.
+
+    A round completes at once when ``max_nodes`` have joined, or ``last_call_timeout``
+    after the ``min_nodes``-th joined. Ranks are the positions of the participants sorted
+    by (address, pid, local id, nonce): nodes of one host get neighbouring ranks. Every
+    node heartbeats in the background; each participant watches the next rank's heartbeat
+    and reports it lost when it stood still for ``keep_alive_interval x
+    keep_alive_max_attempt``, which makes :meth:`num_nodes_waiting` positive for everyone.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        store: Store,
+        backend: RendezvousBackend,
+        min_nodes: int,
+        max_nodes: int,
+        local_addr: str | None = None,
+        settings: HandlerSettings | None = None,
+        *,
+        owns_store: bool = False,
+    ) -> None:
+        if not run_id:
+            raise ValueError("The run id must be a non-empty string.")
+        if min_nodes < 1:
+            raise ValueError(
+                f"The minimum number of nodes ({min_nodes}) must be greater than zero."
+            )
+        if max_nodes < min_nodes:
+            raise ValueError(
+                f"The maximum number of nodes ({max_nodes}) must be greater than or equal to the "
+                f"minimum number of nodes ({min_nodes})."
+            )
+        self._run_id = run_id
+        self._raw_store = store
+        self._store = PrefixStore(f"rdzv.{run_id}", store)
+        self._backend = backend
+        self._min = min_nodes
+        self._max = max_nodes
+        self._settings = settings or HandlerSettings()
+        self._owns_store = owns_store
+        addr = local_addr or socket.getfqdn()
+        self._node = _Node(addr, os.getpid(), next(_local_ids), secrets.token_hex(3))
+        self._lock = threading.Lock()
+        self._member: _Membership | None = None
+        self._standby = False
+        self._counted_waiting: set[int] = set()
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        """This node's id: ``{addr}_{pid}_{local id}_{nonce}``."""
+        return self._node.id
+
+    @property
+    def settings(self) -> HandlerSettings:
+        return self._settings
+
+    @property
+    def use_agent_store(self) -> bool:
+        """False: rank 0 does not host a store for the workers; ``bootstrap_store_info``
+        names a free port on rank 0's host for the workers' own bootstrap."""
+        return False
+
+    def get_backend(self) -> str:
+        return self._backend.name
+
+    def get_run_id(self) -> str:
+        return self._run_id
+
+    # -- store access ----------------------------------------------------------------------
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except _STORE_FAILURES as e:
+            raise RendezvousConnectionError(CONNECTION_FAILED) from e
+
+    def _peek(self, key: str) -> bytes | None:
+        value = self._store.compare_set(key, _ABSENT, _ABSENT)
+        return None if value == _ABSENT.encode() else value
+
+    def _counter(self, key: str) -> int:
+        return self._store.add(key, 0)
+
+    def _current_round(self) -> int:
+        value = self._peek("round")
+        if value is None:
+            value = self._store.compare_set("round", "", "0")
+        return int(value)
+
+    def _wait_key(self, key: str, seconds: float) -> bool:
+        """Wait up to ``seconds`` for ``key``; False on timeout."""
+        try:
+            self._store.wait([key], timedelta(seconds=max(0.0, seconds)))
+        except StoreError as e:
+            if isinstance(e, TimeoutError):
+                return False
+            raise
+        return True
+
+    def _closed_error(self) -> RendezvousError:
+        if self._standby:
+            return RendezvousGracefulExitError(
+                f"The rendezvous '{self._run_id}' is closed, terminating pending rendezvous."
+            )
+        return RendezvousClosedError(f"The rendezvous '{self._run_id}' is closed.")
+
+    def _raise_if_closed(self) -> None:
+        if self._store.check(["closed"]):
+            raise self._closed_error()
+
+    def _event(self, kind: EventKind, error: BaseException | None = None, **details: Any) -> None:
+        details.setdefault("node", self._node.id)
+        emit(RendezvousEvent(kind, None, self._run_id, details, error=error))
+
+    # -- the rendezvous --------------------------------------------------------------------
+
+    def next_rendezvous(self) -> RendezvousInfo:
+        """Join the next round and return this node's rank in it once it completes.
+
+        Raises RendezvousClosedError (RendezvousGracefulExitError for a surplus node) once
+        the run is closed, RendezvousTimeoutError after ``join_timeout``, and
+        RendezvousConnectionError when the store fails.
+        """
+        deadline = time.monotonic() + self._settings.join_timeout.total_seconds()
+        try:
+            with self._guard():
+                self._beat()
+                self._start_heartbeat()
+                self._leave_round()
+                return self._join(deadline)
+        except RendezvousError as e:
+            if not isinstance(e, RendezvousGracefulExitError):
+                self._event(EventKind.FAILURE, e, step="next_rendezvous")
+            raise
+
+    def _leave_round(self) -> None:
+        with self._lock:
+            member, self._member = self._member, None
+        if member is not None:
+            round_ = member.round
+            self._store.compare_set("round", str(round_), str(round_ + 1))
+            self._store.set(_r(round_ + 1, "open"), "1")
+
+    def _join(self, deadline: float) -> RendezvousInfo:
+        while True:
+            self._raise_if_closed()
+            round_ = self._current_round()
+            final = self._peek(_r(round_, "final"))
+            if final is not None:
+                self._wait_for_next_round(round_, self._final_size(final), deadline)
+                continue
+            slot = self._store.add(_r(round_, "seq"), 1)
+            self._store.set(_r(round_, f"slot/{slot}"), self._node.encode())
+            self._event(EventKind.JOIN, round=round_, slot=slot)
+            if slot == self._min:
+                self._store.compare_set(_r(round_, "quorum"), "", "1")
+            if slot == self._max:
+                self._try_finalize(round_, slot)
+            size = self._await_final(round_, slot, deadline)
+            if slot > size:
+                self._wait_for_next_round(round_, size, deadline)
+                continue
+            self._standby = False
+            return self._complete(round_, slot, size)
+
+    def _final_size(self, final: bytes) -> int:
+        if final == _CLOSED:
+            raise self._closed_error()
+        return int(final.split(b":", 1)[0])
+
+    def _await_final(self, round_: int, slot: int, deadline: float) -> int:
+        final_key = _r(round_, "final")
+        if slot < self._min and not self._wait_key(
+            _r(round_, "quorum"), deadline - time.monotonic()
+        ):
+            joined = self._counter(_r(round_, "seq"))
+            raise RendezvousTimeoutError(
+                f"The rendezvous '{self._run_id}' did not complete within the join timeout "
+                f"({self._settings.join_timeout}): {joined} of at least {self._min} nodes "
+                f"joined round {round_}."
+            )
+        last_call = time.monotonic() + self._settings.last_call_timeout.total_seconds()
+        while True:
+            now = time.monotonic()
+            if now >= last_call:
+                self._try_finalize(round_, min(self._counter(_r(round_, "seq")), self._max))
+            elif now >= deadline:
+                raise RendezvousTimeoutError(
+                    f"The rendezvous '{self._run_id}' round {round_} did not complete within "
+                    f"the join timeout ({self._settings.join_timeout})."
+                )
+            if self._wait_key(final_key, min(last_call, deadline) - now):
+                final = self._store.get(final_key)
+                if final == _CLOSED:
+                    self._raise_if_closed()
+                return self._final_size(final)
+
+    def _try_finalize(self, round_: int, size: int) -> None:
+        token = f"{size}:{self._node.id}"
+        if self._store.compare_set(_r(round_, "final"), "", token) == token.encode():
+            self._assign_ranks(round_, size)
+
+    def _assign_ranks(self, round_: int, size: int) -> None:
+        """Write every participant's rank; any node may do it, the result is the same."""
+        slots = [_r(round_, f"slot/{i}") for i in range(1, size + 1)]
+        self._store.wait(slots)
+        nodes = [_Node.decode(raw) for raw in self._store.multi_get(slots)]
+        order = sorted(range(size), key=lambda i: nodes[i])
+        keys = [_r(round_, f"rank/{slot + 1}") for slot in order]
+        keys += [_r(round_, f"member/{rank}") for rank in range(size)]
+        values = [str(rank) for rank in range(size)] + [nodes[slot].id for slot in order]
+        self._store.multi_set(keys, values)
+        self._record_summary(round_, [nodes[slot].id for slot in order])
+
+    def _record_summary(self, round_: int, members: list[str]) -> None:
+        """Keep a readable summary of the latest round in the backend (best effort)."""
+        summary = json.dumps({"round": round_, "world_size": len(members), "members": members})
+        try:
+            current = self._backend.get_state()
+            self._backend.set_state(summary.encode(), None if current is None else current[1])
+        except RendezvousError as e:
+            log.debug("could not record the round summary: %s", e)
+
+    def _complete(self, round_: int, slot: int, size: int) -> RendezvousInfo:
+        rank_key = _r(round_, f"rank/{slot}")
+        window = self._settings.liveness_window.total_seconds()
+        if not self._wait_key(rank_key, window):
+            self._assign_ranks(round_, size)  # the finaliser died before writing them
+        rank = int(self._store.get(rank_key))
+        successor = None
+        if size > 1:
+            successor = self._store.get(_r(round_, f"member/{(rank + 1) % size}")).decode()
+        bootstrap = self._bootstrap(round_, rank)
+        with self._lock:
+            self._member = _Membership(round_, slot, rank, size, successor)
+        self._event(EventKind.COMPLETED, round=round_, rank=rank, world_size=size)
+        return RendezvousInfo(
+            store=PrefixStore(f"torch.rendezvous.{self._run_id}.{round_}", self._raw_store),
+            rank=rank,
+            world_size=size,
+            bootstrap_store_info=bootstrap,
+            round=round_,
+        )
+
+    def _bootstrap(self, round_: int, rank: int) -> RendezvousStoreInfo:
+        key = _r(round_, "master")
+        if rank == 0:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind(("", 0))
+                port = probe.getsockname()[1]
+            self._store.set(key, json.dumps([self._node.addr, port]))
+            return RendezvousStoreInfo(self._node.addr, port)
+        addr, port = json.loads(self._store.get(key))
+        return RendezvousStoreInfo(str(addr), int(port))
+
+    def _wait_for_next_round(self, round_: int, size: int, deadline: float) -> None:
+        """Wait, as a waiting or surplus node, until the participants of ``round_`` leave it."""
+        self._standby = size >= self._max
+        if not self._standby and round_ not in self._counted_waiting:
+            self._store.add(_r(round_, "pending"), 1)
+            self._counted_waiting.add(round_)
+        watch = _RoundWatch(self, round_, size)
+        interval = self._settings.keep_alive_interval.total_seconds()
+        while True:
+            wait = interval
+            if not self._standby:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    raise RendezvousTimeoutError(
+                        f"The rendezvous '{self._run_id}': this node waited the join timeout "
+                        f"({self._settings.join_timeout}) for the {size} participants of "
+                        f"round {round_} to re-rendezvous."
+                    )
+            if self._wait_key(_r(round_ + 1, "open"), wait):
+                return
+            self._raise_if_closed()
+            if watch.all_lost():
+                log.warning("every participant of round %d is gone; opening the next", round_)
+                self._store.compare_set("round", str(round_), str(round_ + 1))
+                self._store.set(_r(round_ + 1, "open"), "1")
+
+    # -- liveness --------------------------------------------------------------------------
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            self._heartbeat = threading.Thread(
+                target=self._heartbeat_loop, name=f"rdzv-heartbeat-{self._node.id}", daemon=True
+            )
+            self._heartbeat.start()
+
+    def _heartbeat_loop(self) -> None:
+        interval = self._settings.keep_alive_interval.total_seconds()
+        while not self._stop.wait(interval):
+            try:
+                self._beat()
+                self._watch_successor()
+            except Exception as e:
+                log.warning("rendezvous '%s' heartbeat failed: %s", self._run_id, e)
+
+    def _beat(self) -> None:
+        self._store.add(f"hb/{self._node.id}", 1)
+
+    def _watch_successor(self) -> None:
+        with self._lock:
+            member = self._member
+        if member is None or member.successor is None:
+            return
+        value = self._counter(f"hb/{member.successor}")
+        now = time.monotonic()
+        with self._lock:
+            if self._member is not member:
+                return
+            if value != member.watched_value:
+                member.watched_value, member.watched_since = value, now
+                return
+            if now - member.watched_since < self._settings.liveness_window.total_seconds():
+                return
+            lost, member.successor = member.successor, None
+        self._report_lost(member.round, lost)
+
+    def _report_lost(self, round_: int, node_id: str) -> None:
+        claim = self._store.compare_set(_r(round_, f"lost/{node_id}"), "", self._node.id)
+        if claim != self._node.id.encode():
+            return
+        index = self._store.add(_r(round_, "lost_count"), 1)
+        self._store.set(_r(round_, f"lost_id/{index}"), node_id)
+        self._store.add(_r(round_, "pending"), 1)
+        log.warning("rendezvous '%s': node %s stopped heartbeating", self._run_id, node_id)
+        self._event(EventKind.NODE_LOST, round=round_, lost=node_id)
+
+    # -- queries and control ---------------------------------------------------------------
+
+    def _query(self, fn: Callable[[int], T]) -> T:
+        with self._guard():
+            with self._lock:
+                member = self._member
+            return fn(member.round if member is not None else self._current_round())
+
+    def num_nodes_waiting(self) -> int:
+        """How many changes wait for a re-rendezvous in this node's round: nodes waiting to
+        join plus participants lost. Above zero, the participants should call
+        :meth:`next_rendezvous` again."""
+        return self._query(lambda r: self._counter(_r(r, "pending")))
+
+    def lost_nodes(self) -> list[str]:
+        """The ids of the participants of this node's round reported lost."""
+
+        def read(round_: int) -> list[str]:
+            count = self._counter(_r(round_, "lost_count"))
+            keys = [_r(round_, f"lost_id/{i}") for i in range(1, count + 1)]
+            return [v.decode() for v in self._store.multi_get(keys)] if keys else []
+
+        return self._query(read)
+
+    def progress(self) -> dict[str, Any]:
+        """A snapshot of the current round: number, nodes joined, complete or not."""
+
+        def read(round_: int) -> dict[str, Any]:
+            final = self._peek(_r(round_, "final"))
+            return {
+                "round": round_,
+                "joined": self._counter(_r(round_, "seq")),
+                "min_nodes": self._min,
+                "max_nodes": self._max,
+                "complete": final is not None and final != _CLOSED,
+                "closed": self._store.check(["closed"]),
+            }
+
+        return self._query(read)
+
+    def is_closed(self) -> bool:
+        with self._guard():
+            return self._store.check(["closed"])
+
+    def set_closed(self) -> None:
+        """Close the run for every node: waiting nodes wake and raise, new ones are refused."""
+        with self._guard():
+            self._store.set("closed", "1")
+            round_ = self._current_round()
+            self._store.compare_set(_r(round_, "quorum"), "", _CLOSED)
+            self._store.compare_set(_r(round_, "final"), "", _CLOSED)
+            self._store.set(_r(round_ + 1, "open"), _CLOSED)
+        self._event(EventKind.CLOSED, round=round_)
+
+    def shutdown(self) -> bool:
+        """Stop heartbeating and close the run for every node (torch's semantics).
+
+        Returns False, with a warning, when the store could not be reached.
+        """
+        self._stop_heartbeat()
+        try:
+            self.set_closed()
+        except RendezvousError as e:
+            log.warning("The rendezvous '%s' could not be shut down: %s", self._run_id, e)
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop this node's heartbeats and release the store it opened; the run goes on
+        for the others (they see this node as lost once its heartbeat stands still)."""
+        self._stop_heartbeat()
+        if self._owns_store:
+            self._raw_store.close()
+
+    def _stop_heartbeat(self) -> None:
+        self._stop.set()
+        thread = self._heartbeat
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self._settings.heartbeat_timeout.total_seconds())
+
+
+class _RoundWatch:
+    """Tells a waiting node when every participant of a round stopped heartbeating."""
+
+    def __init__(self, handler: RendezvousHandler, round_: int, size: int) -> None:
+        self._handler = handler
+        self._round = round_
+        self._size = size
+        self._members: list[str] | None = None
+        self._last: list[int] = []
+        self._since = time.monotonic()
+
+    def all_lost(self) -> bool:
+        store = self._handler._store
+        if self._members is None:
+            keys = [_r(self._round, f"member/{rank}") for rank in range(self._size)]
+            if not keys or not store.check(keys):
+                return False
+            self._members = [v.decode() for v in store.multi_get(keys)]
+        beats = [store.add(f"hb/{m}", 0) for m in self._members]
+        now = time.monotonic()
+        if beats != self._last:
+            self._last, self._since = beats, now
+            return False
+        return now - self._since >= self._handler.settings.liveness_window.total_seconds()
+
+
+def create_handler(params: RendezvousParameters) -> RendezvousHandler:
+    """The handler for ``params``: settings validated first, then the backend and store
+    from :func:`~rdzv_core.create_backend`."""
+    from ..registry import create_backend
+
+    settings = HandlerSettings.from_params(params)
+    backend, store = create_backend(params)
+    return RendezvousHandler(
+        params.run_id,
+        store,
+        backend,
+        params.min_nodes,
+        params.max_nodes,
+        params.local_addr,
+        settings,
+        owns_store=True,
+    )

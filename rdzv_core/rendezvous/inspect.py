@@ -1,0 +1,87 @@
+"""Read a run's rendezvous keys back into a readable description (for ``rdzv state``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import CONNECTION_FAILED, RendezvousConnectionError, StoreError
+from ..store import PrefixStore, Store
+
+__all__ = ["describe_run", "read_run"]
+
+_ABSENT = "\x00absent"
+
+
+def _peek(store: Store, key: str) -> bytes | None:
+    value = store.compare_set(key, _ABSENT, _ABSENT)
+    return None if value == _ABSENT.encode() else value
+
+
+def read_run(raw: Store, run_id: str) -> dict[str, Any]:
+    """The state of ``run_id``: round, closed, and the current round's membership."""
+    store = PrefixStore(f"rdzv.{run_id}", raw)
+    try:
+        round_raw = _peek(store, "round")
+        if round_raw is None:
+            return {"run_id": run_id, "exists": False}
+        round_ = int(round_raw)
+        closed = store.check(["closed"])
+        r = f"r{round_}/"
+        joined = int(_peek(store, r + "seq") or b"0")
+        final = _peek(store, r + "final")
+        size = int(final.split(b":")[0]) if final and final != b"closed" else None
+        members: list[dict[str, Any]] = []
+        if size:
+            ids = store.multi_get([f"{r}member/{i}" for i in range(size)])
+            beats = [_peek(store, f"hb/{m.decode()}") for m in ids]
+            members = [
+                {"rank": i, "node": m.decode(), "heartbeats": int(b or b"0")}
+                for i, (m, b) in enumerate(zip(ids, beats))
+            ]
+        lost_count = int(_peek(store, r + "lost_count") or b"0")
+        lost = (
+            [
+                v.decode()
+                for v in store.multi_get([f"{r}lost_id/{i}" for i in range(1, lost_count + 1)])
+            ]
+            if lost_count
+            else []
+        )
+        pending = int(_peek(store, r + "pending") or b"0")
+        master = _peek(store, r + "master")
+    except (StoreError, OSError, TimeoutError) as e:
+        raise RendezvousConnectionError(CONNECTION_FAILED) from e
+    return {
+        "run_id": run_id,
+        "exists": True,
+        "closed": closed,
+        "round": round_,
+        "complete": size is not None,
+        "joined": joined,
+        "world_size": size,
+        "members": members,
+        "waiting_or_lost": pending,
+        "lost": lost,
+        "master": json.loads(master) if master else None,
+    }
+
+
+def describe_run(run: dict[str, Any]) -> str:
+    """``run`` (from :func:`read_run`) as a few readable lines."""
+    if not run["exists"]:
+        return f"run {run['run_id']!r}: no rendezvous state in this store"
+    status = "closed" if run["closed"] else "complete" if run["complete"] else "gathering"
+    lines = [f"run {run['run_id']!r}: round {run['round']}, {status}, {run['joined']} joined"]
+    if run["complete"]:
+        master = run["master"]
+        where = f", master {master[0]}:{master[1]}" if master else ""
+        lines.append(f"world size {run['world_size']}{where}")
+        lines += [
+            f"  rank {m['rank']:>4}  {m['node']}  ({m['heartbeats']} heartbeats)"
+            for m in run["members"]
+        ]
+    if run["waiting_or_lost"]:
+        lines.append(f"{run['waiting_or_lost']} change(s) pending: nodes waiting or lost")
+    lines += [f"  lost: {node}" for node in run["lost"]]
+    return "\n".join(lines)
