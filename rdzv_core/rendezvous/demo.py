@@ -41,17 +41,16 @@ def _say(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, "t": time.time(), **fields}), flush=True)
 
 
-def run_node(endpoint: str, store_type: str, run_id: str, low: int, high: int) -> int:
-    """Rendezvous, "train" until a membership change, re-rendezvous; until closed."""
+def run_node(
+    endpoint: str, store_type: str, run_id: str, low: int, high: int, config: str = ""
+) -> int:
+    """Rendezvous, "train" until a membership change, re-rendezvous; until closed.
+
+    ``config`` (``k=v,...``) overrides the demo's fast timeouts.
+    """
+    options = {**parse_config(DEMO_CONFIG), "is_host": "false", **parse_config(config)}
     params = RendezvousParameters(
-        "c10d",
-        endpoint,
-        run_id,
-        low,
-        high,
-        store_type=store_type,
-        is_host="false",
-        **parse_config(DEMO_CONFIG),
+        "c10d", endpoint, run_id, low, high, store_type=store_type, **options
     )
     handler = create_handler(params)
     try:
@@ -261,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         node.add_argument(name)
     node.add_argument("low", type=int)
     node.add_argument("high", type=int)
+    node.add_argument("config", nargs="?", default="")
     args = parser.parse_args(argv)
-    return run_node(args.endpoint, args.store_type, args.run_id, args.low, args.high)
+    return run_node(args.endpoint, args.store_type, args.run_id, args.low, args.high, args.config)
 
 
 if __name__ == "__main__":

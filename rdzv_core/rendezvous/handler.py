@@ -287,15 +287,8 @@ class RendezvousHandler:
 
     def _await_final(self, round_: int, slot: int, deadline: float) -> int:
         final_key = _r(round_, "final")
-        if slot < self._min and not self._wait_key(
-            _r(round_, "quorum"), deadline - time.monotonic()
-        ):
-            joined = self._counter(_r(round_, "seq"))
-            raise RendezvousTimeoutError(
-                f"The rendezvous '{self._run_id}' did not complete within the join timeout "
-                f"({self._settings.join_timeout}): {joined} of at least {self._min} nodes "
-                f"joined round {round_}."
-            )
+        if slot < self._min:
+            self._await_quorum(round_, deadline)
         last_call = time.monotonic() + self._settings.last_call_timeout.total_seconds()
         while True:
             now = time.monotonic()
@@ -311,6 +304,24 @@ class RendezvousHandler:
                 if final == _CLOSED:
                     self._raise_if_closed()
                 return self._final_size(final)
+
+    def _await_quorum(self, round_: int, deadline: float) -> None:
+        """Wait until ``min_nodes`` have joined ``round_``. The node that makes the quorum
+        announces it; the count is re-read every interval in case that node died first."""
+        interval = self._settings.keep_alive_interval.total_seconds()
+        while True:
+            remaining = deadline - time.monotonic()
+            if self._wait_key(_r(round_, "quorum"), min(interval, remaining)):
+                return
+            joined = self._counter(_r(round_, "seq"))
+            if joined >= self._min:
+                return
+            if remaining <= interval:
+                raise RendezvousTimeoutError(
+                    f"The rendezvous '{self._run_id}' did not complete within the join timeout "
+                    f"({self._settings.join_timeout}): {joined} of at least {self._min} nodes "
+                    f"joined round {round_}."
+                )
 
     def _try_finalize(self, round_: int, size: int) -> None:
         token = f"{size}:{self._node.id}"

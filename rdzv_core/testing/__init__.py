@@ -5,6 +5,7 @@ Needs pytest (``pip install rdzv-core[testing]``); runtime code never imports th
 - :class:`StoreConformance` — every rule of the store contract (one subclass + ``store_factory``)
 - :class:`BackendConformance` — the backend contract over that store
 - :class:`StoreTypeConformance` — the ``create_backend`` rules for a registered store type
+- :class:`RendezvousScenarios` — the elastic rendezvous end to end, with real node processes
 - :class:`MemoryStore` — the in-process reference store the core's own tests run the suite on
 - :func:`requires` — mark a test as needing a :class:`~rdzv_core.Capability`
 """
@@ -12,12 +13,14 @@ Needs pytest (``pip install rdzv-core[testing]``); runtime code never imports th
 from ._support import requires
 from .backend_suite import BackendConformance
 from .memory import MemoryStore
+from .rendezvous_suite import RendezvousScenarios
 from .store_suite import StoreConformance
 from .storetype_suite import StoreTypeConformance
 
 __all__ = [
     "BackendConformance",
     "MemoryStore",
+    "RendezvousScenarios",
     "StoreConformance",
     "StoreTypeConformance",
     "requires",

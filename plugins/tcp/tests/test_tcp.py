@@ -497,3 +497,24 @@ def test_closed_store_and_bad_arguments(port: int) -> None:
     with pytest.raises(StoreError, match="closed"):
         store.get("k")
     assert port_is_free(port)
+
+
+# -- the rendezvous when the store host dies -----------------------------------------------
+
+
+def test_store_host_dying_gives_every_node_a_clear_error(served: Served) -> None:
+    from rdzv_core.testing.rendezvous_suite import _Cluster
+
+    cluster = _Cluster("tcp", f"127.0.0.1:{served.port}", 3, 3, host=False)
+    try:
+        waiting = cluster.start(2, "read_timeout=5")  # one short of min: blocked in the store
+        time.sleep(1.0)
+        start = time.monotonic()
+        served.proc.kill()
+        for node in waiting:
+            error = node.next("error", timeout=30)["error"]
+            assert error.startswith("RendezvousConnectionError"), error
+            assert node.proc.wait(10) == 1
+        assert time.monotonic() - start < 5 + 3, "a node hung past its read timeout"
+    finally:
+        cluster.close()

@@ -7,7 +7,12 @@ from collections.abc import Callable
 import pytest
 
 from rdzv_core import Store
-from rdzv_core.testing import BackendConformance, StoreConformance, StoreTypeConformance
+from rdzv_core.testing import (
+    BackendConformance,
+    RendezvousScenarios,
+    StoreConformance,
+    StoreTypeConformance,
+)
 
 
 class TestTCPStore(StoreConformance):
@@ -32,3 +37,11 @@ class TestTCPStoreType(StoreTypeConformance):
     @pytest.fixture
     def unreachable(self, port: int) -> dict[str, str]:
         return {"endpoint": f"127.0.0.1:{port}", "is_host": "false", "read_timeout": "1"}
+
+
+class TestTCPRendezvous(RendezvousScenarios):
+    store_type = "tcp"
+
+    @pytest.fixture
+    def endpoint(self, port: int) -> str:
+        return f"127.0.0.1:{port}"

@@ -9,7 +9,12 @@ import pytest
 from rdzv_plugin_file import FileStore
 
 from rdzv_core import Store
-from rdzv_core.testing import BackendConformance, StoreConformance, StoreTypeConformance
+from rdzv_core.testing import (
+    BackendConformance,
+    RendezvousScenarios,
+    StoreConformance,
+    StoreTypeConformance,
+)
 
 
 @pytest.fixture
@@ -40,3 +45,11 @@ class TestFileStoreType(StoreTypeConformance):
     @pytest.fixture
     def unreachable(self, tmp_path: Path) -> dict[str, str]:
         return {"endpoint": str(tmp_path / "missing-directory" / "store")}
+
+
+class TestFileRendezvous(RendezvousScenarios):
+    store_type = "file"
+
+    @pytest.fixture
+    def endpoint(self, tmp_path: Path) -> str:
+        return str(tmp_path / "rendezvous.store")

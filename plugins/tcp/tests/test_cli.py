@@ -1,0 +1,113 @@
+"""The rdzv command end to end, as subprocesses, over the tcp store type."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rdzv_plugin_tcp import TCPStore
+
+
+def rdzv(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rdzv_core", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_rdzv_join_reports_progress_then_json_and_state_shows_the_run(port: int) -> None:
+    host = TCPStore("127.0.0.1", port, is_master=True)
+    try:
+        args = [
+            "join",
+            "--endpoint",
+            f"127.0.0.1:{port}",
+            "--run-id",
+            "cli",
+            "--nnodes",
+            "2",
+            "--config",
+            "is_host=false,keep_alive_interval=1",
+        ]
+        first = rdzv(*args)
+        assert first.stderr is not None
+        progress = first.stderr.readline()
+        assert "round 0: 1 joined (min 2, max 2), waiting" in progress
+        second = rdzv(*args)
+        out1, _ = first.communicate(timeout=60)
+        out2, _ = second.communicate(timeout=60)
+        results = [json.loads(out1), json.loads(out2)]
+        assert sorted(r["rank"] for r in results) == [0, 1]
+        assert {r["world_size"] for r in results} == {2}
+        assert len({(r["master_addr"], r["master_port"]) for r in results}) == 1
+
+        state = rdzv("state", "--endpoint", f"127.0.0.1:{port}", "--run-id", "cli")
+        text, err = state.communicate(timeout=60)
+        assert state.returncode == 0, err
+        assert "run 'cli': round 0, complete, 2 joined" in text
+        assert "rank    0" in text and "rank    1" in text
+        as_json = rdzv("state", "--endpoint", f"127.0.0.1:{port}", "--run-id", "cli", "--json")
+        run = json.loads(as_json.communicate(timeout=60)[0])
+        assert run["world_size"] == 2 and len(run["members"]) == 2
+    finally:
+        host.close()
+
+
+def test_rdzv_state_of_an_unknown_run_and_unreachable_store(port: int) -> None:
+    host = TCPStore("127.0.0.1", port, is_master=True)
+    try:
+        out, _ = rdzv("state", "--endpoint", f"127.0.0.1:{port}", "--run-id", "nope").communicate(
+            timeout=60
+        )
+        assert "no rendezvous state" in out
+    finally:
+        host.close()
+    proc = rdzv(
+        "state", "--endpoint", f"127.0.0.1:{port}", "--run-id", "x", "--config", "read_timeout=1"
+    )
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "The connection to the C10d store has failed" in err and "Could not connect" in err
+
+
+def test_rdzv_join_rejects_bad_input() -> None:
+    proc = rdzv("join", "--endpoint", "h:1", "--run-id", "r", "--nnodes", "3:2")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "--nnodes needs 1 <= MIN <= MAX" in err
+    proc = rdzv(
+        "join", "--endpoint", "h:1", "--run-id", "r", "--nnodes", "1", "--config", "join_timeout=0"
+    )
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "The join timeout (0:00:00) must be positive." in err
+
+
+def test_rdzv_plugins_lists_tcp_and_reports_broken_plugins(tmp_path: Path) -> None:
+    proc = rdzv("plugins", "--json", env={"RDZV_PLUGINS": "tcp"})
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    (tcp,) = json.loads(out)
+    assert tcp["name"] == "tcp" and tcp["status"] == "ok"
+    assert tcp["distribution"] == "rdzv-plugin-tcp" and tcp["version"]
+    assert set(tcp["capabilities"]) == {"cross-process", "cross-host", "delete"}
+    assert tcp["default_read_timeout"] == 60
+
+    site = tmp_path / "site"
+    dist = site / "rdzv_broken-9.9.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: rdzv-broken\nVersion: 9.9\n")
+    (dist / "entry_points.txt").write_text("[rdzv]\nbroken = rdzv_broken_mod\n")
+    (site / "rdzv_broken_mod.py").write_text("raise RuntimeError('boom at import')\n")
+    env = {"PYTHONPATH": str(site), "RDZV_PLUGINS": "tcp,broken"}
+    proc = rdzv("plugins", env=env)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "broken" in out and "rdzv-broken 9.9" in out and "boom at import" in out
+    assert "tcp" in out and "ok" in out
+    help_text = rdzv("--help", env=env).communicate(timeout=60)[0]
+    assert "serve" in help_text and "join" in help_text, "a broken plugin hid other commands"

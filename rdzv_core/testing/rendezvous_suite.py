@@ -1,0 +1,220 @@
+"""RendezvousScenarios: the elastic rendezvous, end to end, with real node processes.
+
+Opt in with the same two things as :class:`StoreTypeConformance` (``store_type`` and an
+``endpoint`` fixture): each test opens the store in the test process (hosting it, for a
+store type with a host) and starts nodes as child processes running
+``python -m rdzv_core.rendezvous.demo node``, which print one JSON line per event.
+Nodes heartbeat every second and count as lost after two silent seconds. For a store type
+without a host, ``is_host`` is an option it ignores.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+
+from ..backend import StoreBackend
+from ..params import RendezvousParameters
+from ..registry import create_store
+from ..rendezvous.handler import RendezvousHandler
+from ..store import Store
+from ._support import SuiteBase
+
+__all__ = ["RendezvousScenarios"]
+
+WAIT = 60.0
+
+
+class _Node:
+    def __init__(self, cluster: _Cluster, name: str, config: str = "") -> None:
+        self.name = name
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.finished = False  # its output ended
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rdzv_core.rendezvous.demo",
+                "node",
+                cluster.endpoint,
+                cluster.store_type,
+                cluster.run_id,
+                str(cluster.low),
+                str(cluster.high),
+                config,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))
+        self.finished = True
+
+    def next(self, kind: str, timeout: float = WAIT) -> dict[str, Any]:
+        """The node's next event of ``kind`` (events of other kinds are skipped; an
+        ``error`` event fails unless it is the kind asked for)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                event = self.events.get(timeout=0.5)
+            except queue.Empty:
+                exited = self.finished and self.events.empty()
+                if not exited and time.monotonic() < deadline:
+                    continue
+                stderr = self.proc.stderr.read() if exited and self.proc.stderr else ""
+                raise AssertionError(
+                    f"{self.name}: no '{kind}' event "
+                    f"({'it exited' if exited else f'in {timeout} s'}) {stderr}"
+                ) from None
+            if event["event"] == kind:
+                return event
+            if event["event"] == "error" and kind != "error":
+                raise AssertionError(f"{self.name} failed: {event['error']}")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+
+class _Cluster:
+    def __init__(self, store_type: str, endpoint: str, low: int, high: int, host: bool) -> None:
+        self.store_type = store_type
+        self.endpoint = endpoint
+        self.low, self.high = low, high
+        self.run_id = f"scenario-{uuid.uuid4().hex[:8]}"
+        params = RendezvousParameters(
+            "c10d",
+            endpoint,
+            self.run_id,
+            1,
+            1,
+            store_type=store_type,
+            is_host="true" if host else "false",
+        )
+        self.store: Store = create_store(params)
+        self.nodes: list[_Node] = []
+
+    def start(self, count: int = 1, config: str = "") -> list[_Node]:
+        new = [_Node(self, f"n{len(self.nodes) + i + 1}", config) for i in range(count)]
+        self.nodes += new
+        return new
+
+    def handler(self) -> RendezvousHandler:
+        """An observer handler in the test process (it never joins)."""
+        return RendezvousHandler(
+            self.run_id, self.store, StoreBackend(self.store, self.run_id), self.low, self.high
+        )
+
+    def close(self) -> None:
+        for node in self.nodes:
+            if node.proc.poll() is None:
+                node.proc.kill()
+            node.proc.wait()
+        self.store.close()
+
+
+def _rounds(nodes: list[_Node]) -> list[dict[str, Any]]:
+    return [node.next("round") for node in nodes]
+
+
+class RendezvousScenarios(SuiteBase):
+    """Elastic scenarios over one store type, with real processes."""
+
+    store_type: ClassVar[str]
+
+    @pytest.fixture
+    def cluster(self, endpoint: str) -> Iterator[Any]:
+        made: list[_Cluster] = []
+
+        def make(low: int, high: int, host: bool = True) -> _Cluster:
+            made.append(_Cluster(self.store_type, endpoint, low, high, host))
+            return made[-1]
+
+        yield make
+        for cluster in made:
+            cluster.close()
+
+    def test_nodes_join_and_get_deterministic_ranks(self, cluster: Any) -> None:
+        c = cluster(2, 4)
+        rounds = _rounds(c.start(4))
+        assert sorted(r["rank"] for r in rounds) == [0, 1, 2, 3]
+        assert {(r["round"], r["world"], r["master"]) for r in rounds} == {
+            (0, 4, rounds[0]["master"])
+        }
+        pids = [r["pid"] for r in sorted(rounds, key=lambda r: r["rank"])]
+        assert pids == sorted(pids), "ranks must follow the sorted node descriptors"
+
+    def test_killed_node_is_reported_and_survivors_re_rendezvous(self, cluster: Any) -> None:
+        c = cluster(2, 4)
+        nodes = c.start(4)
+        rounds = _rounds(nodes)
+        victim = nodes[[r["rank"] for r in rounds].index(2)]
+        survivors = [n for n in nodes if n is not victim]
+        start = time.monotonic()
+        victim.kill()
+        changes = [n.next("change") for n in survivors]
+        assert time.monotonic() - start < 10
+        assert all(len(ch["lost"]) == 1 for ch in changes)
+        after = _rounds(survivors)
+        assert {(r["round"], r["world"]) for r in after} == {(1, 3)}
+        assert sorted(r["rank"] for r in after) == [0, 1, 2]
+
+    def test_late_joiner_is_waiting_then_included_with_bootstrap_info(self, cluster: Any) -> None:
+        c = cluster(2, 4)
+        first = c.start(2)
+        _rounds(first)
+        (late,) = c.start(1)
+        assert [n.next("change")["waiting"] for n in first] == [1, 1]
+        rounds = _rounds([*first, late])
+        assert {(r["round"], r["world"]) for r in rounds} == {(1, 3)}
+        masters = {r["master"] for r in rounds}
+        assert len(masters) == 1 and masters.pop().rsplit(":", 1)[1].isdigit()
+
+    def test_surplus_node_stands_by_and_exits_gracefully_on_close(self, cluster: Any) -> None:
+        c = cluster(2, 2)
+        rounds = _rounds(c.start(2))
+        assert {r["world"] for r in rounds} == {2}
+        (surplus,) = c.start(1)
+        time.sleep(1.0)
+        observer = c.handler()
+        assert observer.num_nodes_waiting() == 0, "a surplus node must not force a restart"
+        observer.set_closed()
+        for node in c.nodes:
+            node.next("closed")
+            assert node.proc.wait(WAIT) == 0
+        assert surplus.proc.returncode == 0
+
+    def test_close_ends_the_run_for_everyone_and_refuses_newcomers(self, cluster: Any) -> None:
+        c = cluster(3, 3)
+        waiting = c.start(2)  # one short of min: they wait
+        time.sleep(0.5)
+        c.handler().set_closed()
+        for node in waiting:
+            node.next("closed")
+        (newcomer,) = c.start(1)
+        newcomer.next("closed")
+        assert all(n.proc.wait(WAIT) == 0 for n in c.nodes)
+
+    def test_join_timeout_is_a_clear_error(self, cluster: Any) -> None:
+        c = cluster(2, 2)
+        (alone,) = c.start(1, "join_timeout=1")
+        start = time.monotonic()
+        error = alone.next("error")["error"]
+        assert error.startswith("RendezvousTimeoutError") and "join timeout" in error
+        assert "1 of at least 2 nodes" in error
+        assert time.monotonic() - start < 10
