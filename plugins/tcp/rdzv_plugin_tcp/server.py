@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from rdzv_core import StoreError
+from rdzv_core import StoreConnectionError, StoreError
 from rdzv_core.store import add_to_value
 
 from . import DEFAULT_MAX_FRAME_SIZE
@@ -64,7 +64,7 @@ _IN_PARKED_LIMIT = 1024 * 1024  # unread input kept for a connection parked on a
 class _Waiter:
     __slots__ = ("conn", "deadline", "done", "keys", "on", "op")
 
-    def __init__(self, conn: _Conn, op: int, keys: list[bytes], deadline: float) -> None:
+    def __init__(self, conn: _Conn | _Local, op: int, keys: list[bytes], deadline: float) -> None:
         self.conn = conn
         self.op = op
         self.keys = keys
@@ -86,6 +86,17 @@ class _Conn:
         self.waiter: _Waiter | None = None
         self.events = selectors.EVENT_READ
         self.closing = False
+
+
+class _Local:
+    """A request made by a store in the server's own process: no socket involved."""
+
+    __slots__ = ("event", "reply", "waiter")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reply: bytes | None = None
+        self.waiter: _Waiter | None = None
 
 
 def _listen(host: str | None, port: int, backlog: int) -> socket.socket:
@@ -144,6 +155,11 @@ class StoreServer:
         self._seq = itertools.count()
         self._conns: set[_Conn] = set()
         self._ready: list[_Conn] = []
+        # Requests from stores in this process run in their own thread under this lock;
+        # replies they owe to socket clients go through the outbox to the loop thread.
+        self._lock = threading.RLock()
+        self._outbox: list[tuple[_Conn, bytes]] = []
+        self._loop_thread: int | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -184,6 +200,7 @@ class StoreServer:
     def serve_forever(self) -> None:
         """Run the loop in this thread until :meth:`stop`."""
         sel = self._selector
+        self._loop_thread = threading.get_ident()
         sel.register(self._listener, selectors.EVENT_READ, None)
         sel.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
         try:
@@ -204,6 +221,8 @@ class StoreServer:
                             self._read(data)
                 if self._timers:
                     self._expire()
+                if self._outbox:
+                    self._flush_outbox()
                 while self._ready:
                     ready, self._ready = self._ready, []
                     for conn in ready:
@@ -212,7 +231,23 @@ class StoreServer:
         finally:
             self._close_all()
 
+    def _flush_outbox(self) -> None:
+        with self._lock:
+            outbox, self._outbox = self._outbox, []
+        for conn, payload in outbox:
+            if conn in self._conns:
+                conn.waiter = None
+                self._send(conn, payload)
+                self._ready.append(conn)
+
     def _close_all(self) -> None:
+        with self._lock:
+            self._stopping = True
+            for waiters in self._waiters.values():
+                for waiter in waiters:
+                    if isinstance(waiter.conn, _Local) and not waiter.done:
+                        waiter.done = True
+                        waiter.conn.event.set()
         for conn in list(self._conns):
             self._close(conn, None, quiet=True)
         for sock in (self._listener, self._wake_r, self._wake_w):
@@ -251,7 +286,8 @@ class StoreServer:
             return
         self._conns.discard(conn)
         if conn.waiter is not None:
-            self._drop_waiter(conn.waiter)
+            with self._lock:
+                self._drop_waiter(conn.waiter)
             conn.waiter = None
         try:
             self._selector.unregister(conn.sock)
@@ -370,7 +406,8 @@ class StoreServer:
 
     def _handle(self, conn: _Conn, payload: bytes) -> None:
         if conn.state == _READY:
-            self._dispatch(conn, payload)
+            with self._lock:
+                self._dispatch(conn, payload)
         elif conn.state == _HELLO:
             if len(payload) != 5 or payload[:4] != MAGIC:
                 raise ProtocolError("bad handshake (not an rdzv tcp client?)")
@@ -394,7 +431,7 @@ class StoreServer:
             else:
                 self._refuse(conn, "authentication failed: wrong token")
 
-    def _dispatch(self, conn: _Conn, payload: bytes) -> None:
+    def _dispatch(self, conn: _Conn | _Local, payload: bytes) -> None:
         if not payload:
             raise ProtocolError("empty request")
         op = payload[0]
@@ -406,14 +443,14 @@ class StoreServer:
             r.end()
             value = data.get(key)
             if value is not None:
-                self._send(conn, b"\x00" + value)
+                self._out(conn, b"\x00" + value)
             else:
                 self._park(conn, GET, [key], timeout_ms)
         elif op == SET:
             key = r.field()
             value = r.rest()
             data[key] = value
-            self._send(conn, b"\x00")
+            self._out(conn, b"\x00")
             self._notify(key)
         elif op == ADD:
             key = r.field()
@@ -422,10 +459,10 @@ class StoreServer:
             try:
                 result = add_to_value(key.decode("utf-8", "replace"), data.get(key), amount)
             except ValueError as e:
-                self._send(conn, bytes([VALUE_ERROR]) + str(e).encode())
+                self._out(conn, bytes([VALUE_ERROR]) + str(e).encode())
                 return
             data[key] = str(result).encode()
-            self._send(conn, b"\x00" + I64.pack(result))
+            self._out(conn, b"\x00" + I64.pack(result))
             self._notify(key)
         elif op == CAS:
             key = r.field()
@@ -434,13 +471,13 @@ class StoreServer:
             r.end()
             current = data.get(key)
             if current is None and expected:
-                self._send(conn, b"\x00" + expected)
+                self._out(conn, b"\x00" + expected)
             elif current is None or current == expected:
                 data[key] = desired
-                self._send(conn, b"\x00" + desired)
+                self._out(conn, b"\x00" + desired)
                 self._notify(key)
             else:
-                self._send(conn, b"\x00" + current)
+                self._out(conn, b"\x00" + current)
         elif op in (WAIT, MULTI_GET):
             keys = r.fields()
             timeout_ms = r.u64()
@@ -452,14 +489,14 @@ class StoreServer:
         elif op == CHECK:
             keys = r.fields()
             r.end()
-            self._send(conn, b"\x00" + (b"\x01" if all(k in data for k in keys) else b"\x00"))
+            self._out(conn, b"\x00" + (b"\x01" if all(k in data for k in keys) else b"\x00"))
         elif op == DELETE:
             key = r.field()
             r.end()
-            self._send(conn, b"\x00" + (b"\x01" if data.pop(key, None) is not None else b"\x00"))
+            self._out(conn, b"\x00" + (b"\x01" if data.pop(key, None) is not None else b"\x00"))
         elif op == NUM_KEYS:
             r.end()
-            self._send(conn, b"\x00" + U64.pack(len(data)))
+            self._out(conn, b"\x00" + U64.pack(len(data)))
         elif op == MULTI_SET:
             keys = r.fields()
             values = r.fields()
@@ -467,31 +504,76 @@ class StoreServer:
             if len(keys) != len(values):
                 raise ProtocolError(f"multi_set with {len(keys)} keys but {len(values)} values")
             data.update(zip(keys, values))
-            self._send(conn, b"\x00")
+            self._out(conn, b"\x00")
             for key in keys:
                 self._notify(key)
         elif op == PING:
             r.end()
-            self._send(conn, b"\x00")
+            self._out(conn, b"\x00")
         else:
             raise ProtocolError(f"unknown operation {op}")
 
-    def _answer(self, conn: _Conn, op: int, keys: list[bytes]) -> None:
+    def _answer(
+        self, conn: _Conn | _Local, op: int, keys: list[bytes], resume: bool = False
+    ) -> None:
         if op == GET:
-            self._send(conn, b"\x00" + self._data[keys[0]])
+            self._out(conn, b"\x00" + self._data[keys[0]], resume)
         elif op == MULTI_GET:
-            self._send(conn, b"\x00" + fields([self._data[k] for k in keys]))
+            self._out(conn, b"\x00" + fields([self._data[k] for k in keys]), resume)
         else:
-            self._send(conn, b"\x00")
+            self._out(conn, b"\x00", resume)
+
+    def _out(self, conn: _Conn | _Local, payload: bytes, resume: bool = False) -> None:
+        """Reply to ``conn``: directly for a local caller or from the loop thread, else
+        through the outbox (the loop owns every socket)."""
+        if isinstance(conn, _Local):
+            conn.reply = payload
+            conn.event.set()
+        elif threading.get_ident() == self._loop_thread:
+            self._send(conn, payload)
+            if resume:
+                self._ready.append(conn)
+        else:
+            self._outbox.append((conn, payload))
+            if len(self._outbox) == 1:
+                try:
+                    self._wake_w.send(b"x")
+                except OSError:
+                    pass
+
+    def call_local(self, payload: bytes, wait: float | None) -> bytes:
+        """Run one request for a store in this process, in the caller's thread.
+
+        ``wait`` bounds a parked read (seconds); the reply is the protocol's reply payload.
+        """
+        local = _Local()
+        with self._lock:
+            if self._stopping:
+                raise StoreConnectionError("The TCP store server in this process was stopped.")
+            self._dispatch(local, payload)
+        if local.reply is None:
+            local.event.wait(wait)
+            with self._lock:
+                if local.reply is None:
+                    waiter = local.waiter
+                    if waiter is not None and not waiter.done:
+                        self._drop_waiter(waiter)
+                    if self._stopping:
+                        raise StoreConnectionError(
+                            "The TCP store server in this process was stopped."
+                        )
+                    return bytes([TIMEOUT])
+        return local.reply
 
     # -- parked reads ----------------------------------------------------------------------
 
-    def _park(self, conn: _Conn, op: int, keys: list[bytes], timeout_ms: int) -> None:
+    def _park(self, conn: _Conn | _Local, op: int, keys: list[bytes], timeout_ms: int) -> None:
         deadline = time.monotonic() + min(timeout_ms, 10**12) / 1000
         waiter = _Waiter(conn, op, keys, deadline)
         conn.waiter = waiter
         self._watch(waiter)
-        heapq.heappush(self._timers, (deadline, next(self._seq), waiter))
+        if isinstance(conn, _Conn):  # a local caller times itself out
+            heapq.heappush(self._timers, (deadline, next(self._seq), waiter))
 
     def _watch(self, waiter: _Waiter) -> bool:
         """Park ``waiter`` on its first missing key; False if none is missing."""
@@ -511,9 +593,11 @@ class StoreServer:
                 continue
             waiter.done = True
             conn = waiter.conn
-            conn.waiter = None
-            self._answer(conn, waiter.op, waiter.keys)
-            self._ready.append(conn)
+            if isinstance(conn, _Local) or threading.get_ident() == self._loop_thread:
+                conn.waiter = None
+            # else the loop thread unparks the connection when it sends the reply, so the
+            # connection's later requests cannot overtake it
+            self._answer(conn, waiter.op, waiter.keys, resume=True)
 
     def _drop_waiter(self, waiter: _Waiter) -> None:
         waiter.done = True
@@ -530,22 +614,33 @@ class StoreServer:
     def _expire(self) -> None:
         now = time.monotonic()
         timers = self._timers
-        while timers and timers[0][0] <= now:
-            waiter = heapq.heappop(timers)[2]
-            if waiter.done:
-                continue
-            self._drop_waiter(waiter)
-            conn = waiter.conn
-            conn.waiter = None
-            if conn in self._conns:
-                self._send(conn, bytes([TIMEOUT]))
-                self._ready.append(conn)
+        with self._lock:
+            while timers and timers[0][0] <= now:
+                waiter = heapq.heappop(timers)[2]
+                if waiter.done:
+                    continue
+                self._drop_waiter(waiter)
+                conn = waiter.conn
+                conn.waiter = None
+                if isinstance(conn, _Conn) and conn in self._conns:
+                    self._send(conn, bytes([TIMEOUT]))
+                    self._ready.append(conn)
 
 
 # -- servers hosted by stores in this process (multi-tenant) -------------------------------
 
 _hosted: dict[int, list[Any]] = {}  # port -> [server, number of stores using it]
 _hosted_lock = threading.Lock()
+
+
+def _forget_hosted_in_child() -> None:
+    # A forked child has copies of the servers but not their threads: never reuse them.
+    global _hosted_lock
+    _hosted.clear()
+    _hosted_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_hosted_in_child)
 
 
 def acquire_server(
