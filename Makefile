@@ -33,6 +33,8 @@ test: lint typecheck unit
 	$(MAKE) demo
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet torch==2.13.0 redis
+	command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
 	$(BIN)/python bench/run.py
 
 clean:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
 
 from .params import RendezvousParameters
 
@@ -50,6 +48,8 @@ def parse_endpoint(endpoint: str | None, default_port: int) -> tuple[str, int]:
 
 
 def _is_ipv6(text: str) -> bool:
+    import ipaddress
+
     try:
         ipaddress.IPv6Address(text)
     except ValueError:
@@ -58,6 +58,8 @@ def _is_ipv6(text: str) -> bool:
 
 
 def _addresses(host: str) -> set[str]:
+    import socket
+
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
@@ -72,6 +74,9 @@ def is_local_host(host: str) -> bool:
     A heuristic like torch's: it depends on DNS and /etc/hosts, and misses secondary NICs
     that the hostname does not resolve to. Pass ``is_host`` explicitly where that matters.
     """
+    import ipaddress
+    import socket
+
     if host == "localhost":
         return True
     try:

@@ -12,13 +12,15 @@ A hook implementation may accept fewer arguments than its specification, never o
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from .events import RendezvousEvent
 from .storetype import StoreType
+
+if TYPE_CHECKING:
+    import argparse
 
 PROJECT = "rdzv"
 

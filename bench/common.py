@@ -1,0 +1,61 @@
+"""Helpers shared by the benchmarks: pinning, child servers, timing, tables."""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+CPUS = sorted(os.sched_getaffinity(0))
+SERVER_CPU = {CPUS[0]}
+CLIENT_CPU = {CPUS[-1]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def spawn(code: str, *args: str, cpus: set[int] | None = SERVER_CPU) -> subprocess.Popen[bytes]:
+    """A child Python running ``code``, pinned to ``cpus``."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args])
+    if cpus:
+        os.sched_setaffinity(proc.pid, cpus)
+    return proc
+
+
+def time_op(op: Callable[[], object], count: int) -> list[float]:
+    """``count`` timings of ``op`` in microseconds."""
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(count):
+        start = clock()
+        op()
+        samples.append((clock() - start) / 1000)
+    return samples
+
+
+def median(samples: Sequence[float]) -> float:
+    return statistics.median(samples)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""Run every benchmark and write the tables to bench/results.md (see bench/README.md)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.chdir(os.path.dirname(os.path.abspath(__file__)))
+
+import file_store  # noqa: E402
+import import_time  # noqa: E402
+import rendezvous  # noqa: E402
+import tcp_latency  # noqa: E402
+
+
+def main() -> None:
+    sys.argv = sys.argv[:1]
+    parts = [
+        f"# Benchmark results\n\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} "
+        f"UTC, Python {platform.python_version()}, {os.cpu_count()} cores\n",
+        import_time.main(),
+        tcp_latency.main(),
+        file_store.main(),
+        rendezvous.main(),
+    ]
+    with open("results.md", "w") as f:
+        f.write("\n\n".join(parts) + "\n")
+    print("\nwrote bench/results.md")
+
+
+if __name__ == "__main__":
+    main()
