@@ -177,7 +177,7 @@ def measure(label: str, fn: Callable[[int], float], sizes: Sequence[int]) -> dic
 def main() -> str:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="8,64,128,256,1024")
-    parser.add_argument("--torch-sizes", default="8,64,128")
+    parser.add_argument("--torch-sizes", default="8,32,64")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     torch_sizes = [int(s) for s in args.torch_sizes.split(",") if s]

@@ -168,10 +168,17 @@ def main() -> str:
         if redis is not None:
             stores["redis"] = RedisAdapter(redis[1])
         remote = latency(stores, args.rounds, args.count)
-        tput = {
-            "rdzv": add_throughput(lambda: ours_client(ours_port), 8, 2000),
-            "torch": add_throughput(lambda: torch_client(torch_port), 8, 2000),
+        makers = {
+            "rdzv": lambda: ours_client(ours_port),
+            "torch": lambda: torch_client(torch_port),
         }
+        for make in makers.values():  # warm-up round, not measured
+            add_throughput(make, 8, 1000)
+        rounds: dict[str, list[float]] = {name: [] for name in makers}
+        for _ in range(args.rounds):  # interleaved
+            for name, make in makers.items():
+                rounds[name].append(add_throughput(make, 8, 2000))
+        tput = {name: median(values) for name, values in rounds.items()}
     finally:
         for child in children:
             child.kill()
@@ -205,7 +212,9 @@ def main() -> str:
     )
     out.append("### tcp store: median latency per operation (server on another core)\n")
     out.append(table(header, rows))
-    out.append("\n### tcp store: add throughput, 8 client threads (one client each)\n")
+    out.append(
+        "\n### tcp store: add throughput, 8 client threads (one client each), median of rounds\n"
+    )
     out.append(
         table(
             ["store", "adds/s", "vs torch"],

@@ -104,9 +104,9 @@ class _Link:
 
     def receive(self, timeout: float, spin: bool = False) -> bytes:
         buf = self.buf
-        deadline = time.monotonic() + timeout
+        poll = self.poller.poll
         spin_until = time.perf_counter() + SPIN_SECONDS if spin else 0.0
-        recv = self.sock.recv
+        deadline = 0.0
         while True:
             if len(buf) >= 4:
                 end = 4 + U32.unpack_from(buf, 0)[0]
@@ -114,17 +114,23 @@ class _Link:
                     payload = bytes(buf[4:end])
                     del buf[:end]
                     return payload
-            try:
-                chunk = recv(262144)
-            except BlockingIOError:
-                if spin_until and time.perf_counter() < spin_until:
+            # Wait until readable first: cheaper than failing a recv with EAGAIN.
+            if spin_until:
+                if not poll(0):
+                    if time.perf_counter() >= spin_until:
+                        spin_until = 0.0
                     continue
-                spin_until = 0.0
+            else:
+                if not deadline:
+                    deadline = time.monotonic() + timeout
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self.poller.poll(remaining * 1000):
+                if remaining <= 0 or not poll(remaining * 1000):
                     raise StoreConnectionError(
                         f"No reply from the TCP store at {self.where} within {timeout:.1f} s."
-                    ) from None
+                    )
+            try:
+                chunk = self.sock.recv(262144)
+            except BlockingIOError:
                 continue
             if not chunk:
                 raise StoreConnectionError(
