@@ -1,0 +1,84 @@
+"""The rdzv plugin object of the ``etcd`` store type (entry point ``rdzv: etcd``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import rdzv_plugin_etcd
+from rdzv_core import (
+    Capability,
+    RendezvousParameters,
+    StoreType,
+    hookimpl,
+    parse_endpoint,
+    parse_read_timeout,
+)
+
+if TYPE_CHECKING:
+    from .store import EtcdStore
+
+DEFAULT_READ_TIMEOUT = 60
+CAPABILITIES = frozenset(
+    {
+        Capability.CROSS_PROCESS,
+        Capability.CROSS_HOST,
+        Capability.PERSISTENT,
+        Capability.DELETE,
+        Capability.LEASES,
+    }
+)
+
+
+def parse_etcd_endpoint(endpoint: str, protocol: str | None) -> tuple[str, str, int]:
+    """(protocol, host, port) from ``host[:port]`` or ``http(s)://host[:port]``."""
+    text = endpoint.strip()
+    if "://" in text:
+        url = urlsplit(text)
+        if url.scheme not in ("http", "https"):
+            raise ValueError(f"The etcd endpoint {endpoint!r} must use http or https.")
+        if url.path not in ("", "/") or not url.hostname:
+            raise ValueError(
+                f"The etcd endpoint {endpoint!r} must be a URL with only a host "
+                "and port, e.g. https://etcd0:2379."
+            )
+        if protocol and protocol != url.scheme:
+            raise ValueError(f"The etcd endpoint {endpoint!r} contradicts protocol={protocol}.")
+        return url.scheme, url.hostname, url.port or rdzv_plugin_etcd.DEFAULT_PORT
+    host, port = parse_endpoint(text, rdzv_plugin_etcd.DEFAULT_PORT)
+    return protocol or "http", host, port
+
+
+def create_store(params: RendezvousParameters) -> EtcdStore:
+    """The etcd store for ``params``; keys go under config ``prefix`` (default
+    ``/rdzv/<run_id>/``)."""
+    from .store import EtcdStore
+
+    timeout = timedelta(seconds=parse_read_timeout(params, DEFAULT_READ_TIMEOUT))
+    protocol, host, port = parse_etcd_endpoint(params.endpoint, params.get("protocol"))
+    prefix = params.get("prefix") or f"/rdzv/{params.run_id}/"
+    return EtcdStore(
+        host,
+        port,
+        prefix=prefix,
+        timeout=timeout,
+        ttl=params.get_as_int("ttl"),
+        user=params.get("user"),
+        password=params.get("password"),
+        protocol=protocol,
+        ca_cert=params.get("cacert"),
+        cert=params.get("cert"),
+        key=params.get("key"),
+    )
+
+
+@hookimpl
+def rdzv_store_type() -> StoreType:
+    return StoreType(
+        name="etcd",
+        description="Keys on an etcd v3 cluster (watch-based waits, transactions, leases).",
+        create_store=create_store,
+        default_read_timeout=DEFAULT_READ_TIMEOUT,
+        capabilities=CAPABILITIES,
+    )

@@ -1,0 +1,186 @@
+"""etcd-specific behaviour against real etcd servers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+import requests
+from conftest import Etcd, free_port
+from rdzv_plugin_etcd import EtcdStore
+from rdzv_plugin_etcd.plugin import parse_etcd_endpoint
+from rdzv_plugin_etcd.store import EtcdAuthenticationError
+
+from rdzv_core import (
+    RendezvousConnectionError,
+    RendezvousParameters,
+    StoreConnectionError,
+    create_backend,
+)
+
+MESSAGE = "The connection to the C10d store has failed. See inner exception for details."
+
+
+def params(endpoint: str, run_id: str = "run", **config: str) -> RendezvousParameters:
+    return RendezvousParameters("c10d", endpoint, run_id, 1, 1, store_type="etcd", **config)
+
+
+def test_watch_wakes_a_blocked_get_promptly(etcd: Etcd, prefix: str) -> None:
+    waiter = EtcdStore("127.0.0.1", etcd.port, prefix=prefix)
+    writer = EtcdStore("127.0.0.1", etcd.port, prefix=prefix)
+    woke: list[float] = []
+
+    def wait() -> None:
+        waiter.get("late")
+        woke.append(time.monotonic())
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.3)  # the waiter is watching now
+    written = time.monotonic()
+    writer.set("late", "v")
+    thread.join(10)
+    assert woke and woke[0] - written < 0.5, "the watch did not wake the reader"
+
+
+def test_many_concurrent_clients(etcd: Etcd, prefix: str) -> None:
+    clients = [EtcdStore("127.0.0.1", etcd.port, prefix=prefix) for _ in range(32)]
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def work(store: EtcdStore) -> None:
+        for _ in range(10):
+            value = store.add("n", 1)
+            with lock:
+                results.append(value)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == list(range(1, 321))
+
+
+def test_etcd_killed_under_a_blocked_get_fails_promptly(own_etcd: Etcd, prefix: str) -> None:
+    store = EtcdStore("127.0.0.1", own_etcd.port, prefix=prefix, timeout=timedelta(seconds=60))
+    errors: list[BaseException] = []
+
+    def blocked() -> None:
+        try:
+            store.get("never")
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=blocked)
+    thread.start()
+    time.sleep(0.3)
+    own_etcd.proc.kill()
+    start = time.monotonic()
+    thread.join(15)
+    assert not thread.is_alive(), "the reader hung after etcd died"
+    assert time.monotonic() - start < 5
+    assert isinstance(errors[0], StoreConnectionError)
+
+
+def test_lease_keeps_keys_while_a_client_lives_and_expires_them_after(
+    etcd: Etcd, prefix: str
+) -> None:
+    first = EtcdStore("127.0.0.1", etcd.port, prefix=prefix, ttl=1)
+    second = EtcdStore("127.0.0.1", etcd.port, prefix=prefix, ttl=1)
+    first.set("a", "1")
+    second.set("b", "2")
+    first.close()
+    time.sleep(2.5)  # past the ttl: the second client's refreshes keep the shared lease
+    observer = EtcdStore("127.0.0.1", etcd.port, prefix=prefix)
+    assert observer.check(["a", "b"])
+    second.close()
+    deadline = time.monotonic() + 10
+    while observer.check(["a"]) or observer.check(["b"]):
+        assert time.monotonic() < deadline, "the keys outlived their last client's lease"
+        time.sleep(0.2)
+
+
+def test_runs_are_isolated_by_prefix(etcd: Etcd) -> None:
+    _, one = create_backend(params(etcd.endpoint, "run-one"))
+    _, two = create_backend(params(etcd.endpoint, "run-two"))
+    one.set("k", "one")
+    two.set("k", "two")
+    assert (one.get("k"), two.get("k")) == (b"one", b"two")
+    assert one.num_keys() == two.num_keys() == 2  # "k" and the backend's state key
+    assert isinstance(one, EtcdStore) and one.prefix == "/rdzv/run-one/"
+    _, custom = create_backend(params(etcd.endpoint, "run-one", prefix="/elsewhere/"))
+    assert custom.check(["k"]) is False
+
+
+def enable_auth(etcd: Etcd, password: str) -> None:
+    base = f"http://127.0.0.1:{etcd.port}/v3"
+    for path, body in [
+        ("/auth/user/add", {"name": "root", "password": password}),
+        ("/auth/user/grant", {"user": "root", "role": "root"}),
+        ("/auth/enable", {}),
+    ]:
+        requests.post(base + path, json=body, timeout=5).raise_for_status()
+
+
+def test_authentication(own_etcd: Etcd, prefix: str) -> None:
+    enable_auth(own_etcd, "s3cret")
+    store = EtcdStore("127.0.0.1", own_etcd.port, prefix=prefix, user="root", password="s3cret")
+    store.set("k", "v")
+    assert store.get("k") == b"v"
+    with pytest.raises(EtcdAuthenticationError, match="rejected the credentials"):
+        EtcdStore(
+            "127.0.0.1",
+            own_etcd.port,
+            prefix=prefix,
+            user="root",
+            password="wrong",
+            timeout=timedelta(seconds=2),
+        )
+    with pytest.raises(EtcdAuthenticationError, match="requires authentication"):
+        EtcdStore("127.0.0.1", own_etcd.port, prefix=prefix, timeout=timedelta(seconds=2))
+    with pytest.raises(RendezvousConnectionError) as info:
+        create_backend(params(own_etcd.endpoint, user="root", password="wrong", read_timeout="2"))
+    assert isinstance(info.value.__cause__, EtcdAuthenticationError)
+    _, ok = create_backend(params(own_etcd.endpoint, user="root", password="s3cret"))
+    assert ok.num_keys() == 1
+
+
+def test_unreachable_etcd_fails_within_the_read_timeout() -> None:
+    start = time.monotonic()
+    with pytest.raises(RendezvousConnectionError) as info:
+        create_backend(params(f"127.0.0.1:{free_port()}", read_timeout="2"))
+    assert str(info.value) == MESSAGE
+    assert "Could not reach etcd" in str(info.value.__cause__)
+    assert 1.9 <= time.monotonic() - start < 6
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        ("etcd0", ("http", "etcd0", 2379)),
+        ("etcd0:2380", ("http", "etcd0", 2380)),
+        ("https://etcd0:4001", ("https", "etcd0", 4001)),
+        ("http://etcd0", ("http", "etcd0", 2379)),
+        ("[::1]:2379", ("http", "::1", 2379)),
+    ],
+)
+def test_endpoint_forms(endpoint: str, expected: tuple[str, str, int]) -> None:
+    assert parse_etcd_endpoint(endpoint, None) == expected
+
+
+@pytest.mark.parametrize("endpoint", ["ftp://etcd0:1", "http://etcd0:1/v3", "https://"])
+def test_bad_endpoints(endpoint: str) -> None:
+    with pytest.raises(ValueError, match="etcd endpoint"):
+        parse_etcd_endpoint(endpoint, None)
+
+
+def test_bad_options(etcd: Etcd) -> None:
+    with pytest.raises(ValueError, match="user' and 'password"):
+        create_backend(params(etcd.endpoint, user="root"))
+    with pytest.raises(ValueError, match="ttl"):
+        create_backend(params(etcd.endpoint, ttl="0"))
+    with pytest.raises(ValueError, match="contradicts"):
+        create_backend(params(f"http://{etcd.endpoint}", protocol="https"))

@@ -1,0 +1,56 @@
+"""The shared conformance suite, run against a real etcd."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from conftest import Etcd
+from rdzv_plugin_etcd import EtcdStore
+
+from rdzv_core import Store
+from rdzv_core.testing import (
+    BackendConformance,
+    RendezvousScenarios,
+    StoreConformance,
+    StoreTypeConformance,
+)
+
+
+@pytest.fixture
+def etcd_factory(etcd: Etcd, prefix: str) -> Callable[[], Store]:
+    return lambda: EtcdStore("127.0.0.1", etcd.port, prefix=prefix)
+
+
+class TestEtcdStore(StoreConformance):
+    @pytest.fixture
+    def store_factory(self, etcd_factory: Callable[[], Store]) -> Callable[[], Store]:
+        return etcd_factory
+
+
+class TestEtcdBackend(BackendConformance):
+    @pytest.fixture
+    def store_factory(self, etcd_factory: Callable[[], Store]) -> Callable[[], Store]:
+        return etcd_factory
+
+
+class TestEtcdStoreType(StoreTypeConformance):
+    store_type = "etcd"
+
+    @pytest.fixture
+    def endpoint(self, etcd: Etcd) -> str:
+        return etcd.endpoint
+
+    @pytest.fixture
+    def unreachable(self) -> dict[str, str]:
+        from conftest import free_port
+
+        return {"endpoint": f"127.0.0.1:{free_port()}", "read_timeout": "1"}
+
+
+class TestEtcdRendezvous(RendezvousScenarios):
+    store_type = "etcd"
+
+    @pytest.fixture
+    def endpoint(self, etcd: Etcd) -> str:
+        return etcd.endpoint
