@@ -10,6 +10,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.chdir(os.path.dirname(os.path.abspath(__file__)))
 
+import etcd_latency  # noqa: E402
 import file_store  # noqa: E402
 import import_time  # noqa: E402
 import rendezvous  # noqa: E402
@@ -24,6 +25,7 @@ def main() -> None:
         import_time.main(),
         tcp_latency.main(),
         file_store.main(),
+        etcd_latency.main(),
         rendezvous.main(),
     ]
     with open("results.md", "w") as f:

@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 import requests
-from conftest import Etcd, free_port
 from rdzv_plugin_etcd import EtcdStore
 from rdzv_plugin_etcd.plugin import parse_etcd_endpoint
 from rdzv_plugin_etcd.store import EtcdAuthenticationError
+from rdzv_plugin_etcd.testing import Etcd, free_port
 
 from rdzv_core import (
     RendezvousConnectionError,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import Etcd
 from rdzv_plugin_etcd import EtcdStore
+from rdzv_plugin_etcd.testing import Etcd
 
 from rdzv_core import Store
 from rdzv_core.testing import (
@@ -43,7 +43,7 @@ class TestEtcdStoreType(StoreTypeConformance):
 
     @pytest.fixture
     def unreachable(self) -> dict[str, str]:
-        from conftest import free_port
+        from rdzv_plugin_etcd.testing import free_port
 
         return {"endpoint": f"127.0.0.1:{free_port()}", "read_timeout": "1"}
 
