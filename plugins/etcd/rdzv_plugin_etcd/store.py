@@ -103,6 +103,10 @@ class EtcdStore(Store):
         self._prefix = prefix.encode()
         session = requests.Session()
         session.trust_env = False  # no proxy or netrc lookups on every request
+        if ca_cert:  # etcd3gw applies these only to a session it makes itself
+            session.verify = ca_cert
+        if cert and key:
+            session.cert = (cert, key)
         self._client = etcd_client(
             host=host,
             port=port,
@@ -169,11 +173,11 @@ class EtcdStore(Store):
         try:
             reply: dict[str, Any] = self._client.post(self._client.get_url(path), json=body)
             return reply
-        except (
-            etcd_errors.ConnectionFailedError,
-            etcd_errors.ConnectionTimeoutError,
-            requests.RequestException,
-        ) as e:
+        except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError) as e:
+            raise StoreConnectionError(
+                f"etcd at {self.where} did not answer: {e.detail_text or type(e).__name__}"
+            ) from e
+        except requests.RequestException as e:
             raise StoreConnectionError(f"etcd at {self.where} did not answer: {e}") from e
         except etcd_errors.Etcd3Exception as e:
             raise StoreError(f"etcd at {self.where} refused {path}: {e.detail_text}") from e

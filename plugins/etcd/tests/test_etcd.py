@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import requests
 from rdzv_plugin_etcd import EtcdStore
 from rdzv_plugin_etcd.plugin import parse_etcd_endpoint
 from rdzv_plugin_etcd.store import EtcdAuthenticationError
-from rdzv_plugin_etcd.testing import Etcd, free_port
+from rdzv_plugin_etcd.testing import Etcd, free_port, make_tls_files, start_etcd
 
 from rdzv_core import (
     RendezvousConnectionError,
@@ -184,3 +185,42 @@ def test_bad_options(etcd: Etcd) -> None:
         create_backend(params(etcd.endpoint, ttl="0"))
     with pytest.raises(ValueError, match="contradicts"):
         create_backend(params(f"http://{etcd.endpoint}", protocol="https"))
+
+
+def test_tls_with_client_certificates(tmp_path: Path, prefix: str) -> None:
+    files = make_tls_files(str(tmp_path))
+    server = start_etcd(tls=files)
+    try:
+        store = EtcdStore(
+            "127.0.0.1",
+            server.port,
+            prefix=prefix,
+            protocol="https",
+            ca_cert=files.ca,
+            cert=files.client_cert,
+            key=files.client_key,
+        )
+        store.set("k", "over tls")
+        assert store.get("k") == b"over tls"
+        _, through_params = create_backend(
+            params(
+                f"https://{server.endpoint}",
+                cacert=files.ca,
+                cert=files.client_cert,
+                key=files.client_key,
+            )
+        )
+        assert through_params.num_keys() == 1
+        with pytest.raises(StoreConnectionError):  # no client certificate: refused
+            EtcdStore(
+                "127.0.0.1",
+                server.port,
+                prefix=prefix,
+                protocol="https",
+                ca_cert=files.ca,
+                timeout=timedelta(seconds=1),
+            )
+        with pytest.raises(StoreConnectionError):  # plain HTTP to a TLS port
+            EtcdStore("127.0.0.1", server.port, prefix=prefix, timeout=timedelta(seconds=1))
+    finally:
+        server.stop()
