@@ -42,7 +42,9 @@ def make_tls_files(directory: str) -> TLSFiles:
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True)
 
-    path = lambda name: os.path.join(directory, name)  # noqa: E731
+    def path(name: str) -> str:
+        return os.path.join(directory, name)
+
     run(
         "req",
         "-x509",
