@@ -181,6 +181,7 @@ def main() -> str:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     torch_sizes = [int(s) for s in args.torch_sizes.split(",") if s]
+    sizes = sorted(set(sizes) | set(torch_sizes))  # every torch row has its rdzv anchor
     ours_t = measure("rdzv", ours, sizes)
     torch_t = measure("torch", torch_, torch_sizes)
     rows = []

@@ -16,12 +16,10 @@ from rdzv_core import (
     EventKind,
     RendezvousClosedError,
     RendezvousConnectionError,
-    RendezvousEvent,
     RendezvousGracefulExitError,
     RendezvousParameters,
     RendezvousTimeoutError,
     StoreBackend,
-    hookimpl,
 )
 from rdzv_core.rendezvous import (
     HandlerSettings,
@@ -30,13 +28,14 @@ from rdzv_core.rendezvous import (
     parse_config,
     parse_nnodes,
 )
-from rdzv_core.testing import MemoryStore
+from rdzv_core.testing import EventRecorder, MemoryStore
 
+# Heartbeats every 0.5 s; lost after 2 s of silence (four missed beats: robust under load).
 FAST = HandlerSettings(
     join_timeout=timedelta(seconds=20),
     last_call_timeout=timedelta(seconds=1),
-    keep_alive_interval=timedelta(seconds=1),
-    keep_alive_max_attempt=1,
+    keep_alive_interval=timedelta(seconds=0.5),
+    keep_alive_max_attempt=4,
 )
 
 Make = Callable[..., RendezvousHandler]
@@ -237,17 +236,8 @@ def test_shutdown_closes_the_run(make: Make) -> None:
     assert other.is_closed()
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[RendezvousEvent] = []
-
-    @hookimpl
-    def rdzv_event(self, event: RendezvousEvent) -> None:
-        self.events.append(event)
-
-
 def test_events(make: Make) -> None:
-    recorder = Recorder()
+    recorder = EventRecorder()
     rdzv_core.register(recorder)
     try:
         handlers = [make(2, 2) for _ in range(2)]

@@ -20,7 +20,7 @@ from rdzv_core import (
     StoreType,
     hookimpl,
 )
-from rdzv_core.testing import MemoryStore
+from rdzv_core.testing import EventRecorder, MemoryStore
 
 from .conftest import InstallDist
 
@@ -222,15 +222,6 @@ def test_refresh_sees_new_installs(install_dist: InstallDist) -> None:
     assert set(rdzv_core.store_types()) == {"mem", "late"}
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[RendezvousEvent] = []
-
-    @hookimpl
-    def rdzv_event(self, event: RendezvousEvent) -> None:
-        self.events.append(event)
-
-
 class Exploding:
     @hookimpl
     def rdzv_event(self, event: RendezvousEvent) -> None:
@@ -241,7 +232,7 @@ def test_events_reach_observers_and_observer_errors_are_contained(
     install_dist: InstallDist,
 ) -> None:
     install_dist("rdzv-mem", "1.0", {"mem": "rdzv_mem"}, {"rdzv_mem": good("mem")})
-    recorder, exploding = Recorder(), Exploding()
+    recorder, exploding = EventRecorder(), Exploding()
     rdzv_core.register(exploding)
     rdzv_core.register(recorder)
     try:

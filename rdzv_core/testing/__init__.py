@@ -7,10 +7,11 @@ Needs pytest (``pip install rdzv-core[testing]``); runtime code never imports th
 - :class:`StoreTypeConformance` — the ``create_backend`` rules for a registered store type
 - :class:`RendezvousScenarios` — the elastic rendezvous end to end, with real node processes
 - :class:`MemoryStore` — the in-process reference store the core's own tests run the suite on
+- :class:`EventRecorder` — a plugin that records events, for tests
 - :func:`requires` — mark a test as needing a :class:`~rdzv_core.Capability`
 """
 
-from ._support import requires
+from ._support import EventRecorder, requires
 from .backend_suite import BackendConformance
 from .memory import MemoryStore
 from .rendezvous_suite import RendezvousScenarios
@@ -19,6 +20,7 @@ from .storetype_suite import StoreTypeConformance
 
 __all__ = [
     "BackendConformance",
+    "EventRecorder",
     "MemoryStore",
     "RendezvousScenarios",
     "StoreConformance",

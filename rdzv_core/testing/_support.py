@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 import pytest
 
 from ..capability import Capability
+from ..events import RendezvousEvent
+from ..hookspecs import hookimpl
 from ..store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -116,3 +118,14 @@ def fork_context() -> Any:
     new client and talks to the store through it.
     """
     return multiprocessing.get_context("fork")
+
+
+class EventRecorder:
+    """A plugin that records every event; ``register()`` it, act, then read ``events``."""
+
+    def __init__(self) -> None:
+        self.events: list[RendezvousEvent] = []
+
+    @hookimpl
+    def rdzv_event(self, event: RendezvousEvent) -> None:
+        self.events.append(event)

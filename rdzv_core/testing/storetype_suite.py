@@ -26,25 +26,15 @@ from typing import Any, ClassVar
 
 import pytest
 
-from .. import hookimpl
 from ..backend import StoreBackend
 from ..errors import CONNECTION_FAILED, RendezvousConnectionError
-from ..events import EventKind, RendezvousEvent
+from ..events import EventKind
 from ..params import RendezvousParameters
 from ..registry import create_backend, register, store_types, unregister
 from ..store import Store
-from ._support import SuiteBase
+from ._support import EventRecorder, SuiteBase
 
 __all__ = ["StoreTypeConformance"]
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.events: list[RendezvousEvent] = []
-
-    @hookimpl
-    def rdzv_event(self, event: RendezvousEvent) -> None:
-        self.events.append(event)
 
 
 class StoreTypeConformance(SuiteBase):
@@ -182,7 +172,7 @@ class StoreTypeConformance(SuiteBase):
         opened: list[Store],
         unreachable: dict[str, str],
     ) -> None:
-        recorder = _Recorder()
+        recorder = EventRecorder()
         register(recorder)
         try:
             with pytest.raises(RendezvousConnectionError):
