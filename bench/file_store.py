@@ -90,10 +90,38 @@ def throughput(kind: str, directory: str, procs: int, count: int) -> tuple[float
     return procs * count / elapsed, final
 
 
+def wake_latency(directory: str, trials: int = 30) -> list[float]:
+    """Milliseconds from a set to the return of a get blocked on that key in another store
+    object (its own file descriptor and lock, as another process would have)."""
+    import threading
+
+    from rdzv_plugin_file import FileStore
+
+    path = os.path.join(directory, "wake.store")
+    writer, waiter = FileStore(path), FileStore(path)
+    delays = []
+
+    def wait_for(key: str, woke: list[float]) -> None:
+        waiter.get(key)
+        woke.append(time.perf_counter())
+
+    for i in range(trials):
+        woke: list[float] = []
+        thread = threading.Thread(target=wait_for, args=(f"k{i}", woke))
+        thread.start()
+        time.sleep(0.05 + (i % 7) * 0.003)  # the waiter is in its back-off by now
+        written = time.perf_counter()
+        writer.set(f"k{i}", "v")
+        thread.join()
+        delays.append((woke[0] - written) * 1000)
+    return delays
+
+
 def main(rounds: int = 5, count: int = 1000, procs: int = 4, adds: int = 2000) -> str:
     with tempfile.TemporaryDirectory() as directory:
         result = latency(stores(directory), rounds, count)
         tput = {kind: throughput(kind, directory, procs, adds) for kind in ("rdzv", "torch")}
+        delays = sorted(wake_latency(directory))
     rows = [
         [
             op,
@@ -112,6 +140,10 @@ def main(rounds: int = 5, count: int = 1000, procs: int = 4, adds: int = 2000) -
             [k, f"{v[0]:.0f}", v[1], "yes" if v[1] == procs * adds else "NO"]
             for k, v in tput.items()
         ],
+    )
+    text += (
+        f"\n\n### file store: a blocked get wakes after a write: median "
+        f"{median(delays):.1f} ms, max {delays[-1]:.1f} ms ({len(delays)} trials)"
     )
     print(text)
     return text

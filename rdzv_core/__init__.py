@@ -78,7 +78,7 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     # The handler lives in a subpackage that is only imported when asked for.
-    if name in ("create_handler", "RendezvousHandler", "RendezvousInfo"):
+    if name in ("create_handler", "RendezvousHandler", "RendezvousInfo", "RendezvousStoreInfo"):
         from . import rendezvous
 
         return getattr(rendezvous, name)

@@ -1,6 +1,6 @@
 """The rendezvous handler: membership, ranks and liveness over any Store.
 
-The protocol (docs/PROTOCOL in the README has the full page) keeps every step O(1) per node:
+The protocol (the README's "The rendezvous protocol" page) keeps every step O(1) per node:
 a node takes an arrival slot with one atomic ``add``, one ``compare_set`` fixes a round's
 membership, and nodes block on keys instead of polling. All of a run's keys live under
 ``rdzv.<run_id>/``; a round's keys under ``rdzv.<run_id>/r<round>/``.
