@@ -25,10 +25,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy rdzv_core $(foreach p,$(PLUGINS),$(p)rdzv_plugin_*)
 
-# Servers the tests start as child processes (etcd for rdzv-plugin-etcd), from Debian.
+# What the tests start or call as child processes, from Debian: etcd (rdzv-plugin-etcd's
+# tests) and openssl (certificates for its TLS test).
 servers:
-	@command -v etcd >/dev/null || [ -n "$$ETCD_BIN" ] || (apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null)
+	@missing=""; \
+	command -v etcd >/dev/null || [ -n "$$ETCD_BIN" ] || missing="$$missing etcd-server"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 unit: $(STAMP) servers
 	$(BIN)/python -m pytest tests
