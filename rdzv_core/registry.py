@@ -360,10 +360,6 @@ class Registry:
             default_read_timeout=store_type.default_read_timeout,
         )
 
-    def plugin_manager(self) -> pluggy.PluginManager:
-        """The pluggy manager holding every loaded plugin (for hooks such as CLI commands)."""
-        return self._pm
-
     def load_all(self) -> pluggy.PluginManager:
         """Load every allowed plugin (broken ones are skipped) and return the manager."""
         with self._lock:

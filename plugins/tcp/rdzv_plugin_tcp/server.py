@@ -186,11 +186,6 @@ class StoreServer:
         elif self._thread is None and not self._stopped.is_set():
             self._close_all()
 
-    @property
-    def connections(self) -> int:
-        """How many clients are connected now."""
-        return len(self._conns)
-
     def __enter__(self) -> StoreServer:
         return self
 
