@@ -169,7 +169,6 @@ def test_compaction_under_concurrent_threads_and_processes(tmp_path: Path) -> No
             store.add("n", 1)
     """
     first = FileStore(path, compact_threshold=64 * 1024)
-    inode = os.stat(path).st_ino
     procs = [run_python(code, path, str(p)) for p in range(3)]
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -200,8 +199,9 @@ def test_compaction_under_concurrent_threads_and_processes(tmp_path: Path) -> No
     assert not errors, errors
     assert first.get("n") == b"1200"
     assert first.num_keys() == 1 + 4 * 5
-    assert os.stat(path).st_ino != inode, "the file was never compacted"
-    assert os.path.getsize(path) < 4 * 64 * 1024
+    # About 2.4 MB were appended; a file this small was compacted. (Inode numbers prove
+    # nothing: after two compactions the filesystem may hand the first inode out again.)
+    assert os.path.getsize(path) < 4 * 64 * 1024, "the file was never compacted"
     assert not [p for p in os.listdir(tmp_path) if ".compact-" in p]
     fresh = FileStore(path)
     assert fresh.get("n") == b"1200" and fresh.num_keys() == 21
