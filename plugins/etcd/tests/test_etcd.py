@@ -43,7 +43,8 @@ def test_watch_wakes_a_blocked_get_promptly(etcd: Etcd, prefix: str) -> None:
     written = time.monotonic()
     writer.set("late", "v")
     thread.join(10)
-    assert woke and woke[0] - written < 0.5, "the watch did not wake the reader"
+    # Under the 1 s fallback read: only the watch can have woken it this soon.
+    assert woke and woke[0] - written < 0.8, "the watch did not wake the reader"
 
 
 def test_many_concurrent_clients(etcd: Etcd, prefix: str) -> None:
