@@ -122,6 +122,13 @@ class Store(ABC):
         """Change :attr:`timeout` (torch's spelling)."""
         self.timeout = timeout
 
+    @property
+    def is_host(self) -> bool:
+        """True when this client also serves the store to the other clients, so closing
+        it ends the store for everyone. The rendezvous handler then keeps it open until
+        every node has read what it needs (bounded by ``close_timeout``)."""
+        return False
+
     @abstractmethod
     def set(self, key: str, value: Value) -> None:
         """Store ``value`` under ``key``, replacing any previous value."""
@@ -219,6 +226,10 @@ class PrefixStore(Store):
     @timeout.setter
     def timeout(self, value: timedelta | float) -> None:
         self.underlying_store.timeout = value
+
+    @property
+    def is_host(self) -> bool:
+        return self.underlying_store.is_host
 
     def _k(self, key: str) -> str:
         return f"{self.prefix}/{check_key(key)}"

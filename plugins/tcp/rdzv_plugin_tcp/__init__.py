@@ -16,12 +16,14 @@ DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 if TYPE_CHECKING:
     from .auth import AuthenticationError
     from .client import TCPStore
+    from .limits import ServerLimits
     from .server import StoreServer
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_PORT",
     "AuthenticationError",
+    "ServerLimits",
     "StoreServer",
     "TCPStore",
 ]
@@ -36,6 +38,10 @@ def __getattr__(name: str) -> object:
         from .server import StoreServer
 
         return StoreServer
+    if name == "ServerLimits":
+        from .limits import ServerLimits
+
+        return ServerLimits
     if name == "AuthenticationError":
         from .auth import AuthenticationError
 

@@ -24,8 +24,10 @@ from rdzv_core.store import (
 
 from . import DEFAULT_MAX_FRAME_SIZE
 from .auth import AuthenticationError, answer, as_token
+from .limits import ServerLimits
 from .protocol import (
     ADD,
+    ALIVE,
     CAS,
     CHECK,
     DELETE,
@@ -39,6 +41,8 @@ from .protocol import (
     NONCE_SIZE,
     NUM_KEYS,
     OK,
+    PING,
+    SERVER_ID_SIZE,
     SET,
     TIMEOUT,
     U32,
@@ -56,7 +60,8 @@ __all__ = ["TCPStore"]
 
 log = logging.getLogger(__name__)
 
-_REPLY_GRACE = 5.0  # seconds a parked read may overrun its timeout before the link is dead
+#: Fewest seconds a request may go unanswered before its link counts as dead.
+MIN_LIVENESS = 1.0
 _MAX_RETRY_DELAY = 0.5
 #: How long a lone request busy-polls for its reply before sleeping (seconds).
 SPIN_SECONDS = 0.0002
@@ -71,6 +76,14 @@ def _millis(timeout: timedelta) -> int:
     return min(max(0, round(timeout.total_seconds() * 1000)), MAX_TIMEOUT_MS)
 
 
+class _Restarted(StoreConnectionError):
+    """A different server instance answers where the store's server was."""
+
+
+class _Silent(Exception):
+    """The server stopped answering a link (frozen, partitioned or overloaded)."""
+
+
 class _Link:
     """One connection to the server; used by one thread at a time.
 
@@ -80,64 +93,82 @@ class _Link:
     which on virtual machines costs tens of microseconds per hop.
     """
 
-    __slots__ = ("buf", "poller", "sock", "where")
+    __slots__ = ("buf", "max_frame", "poller", "sock", "where")
 
     def __init__(self, sock: socket.socket, where: str) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.where = where
         self.buf = bytearray()
+        self.max_frame = 2**32 - 1
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
 
     def send(self, payload: bytes, timeout: float) -> None:
         data = memoryview(U32.pack(len(payload)) + payload)
+        deadline = time.monotonic() + timeout
         while data:
             try:
                 data = data[self.sock.send(data) :]
             except BlockingIOError:
-                _, writable, _ = select.select([], [self.sock], [], timeout)
-                if not writable:
-                    raise StoreConnectionError(
-                        f"The TCP store at {self.where} took no data for {timeout:.1f} s."
-                    ) from None
-
-    def receive(self, timeout: float, spin: bool = False) -> bytes:
-        buf = self.buf
-        poll = self.poller.poll
-        spin_until = time.perf_counter() + SPIN_SECONDS if spin else 0.0
-        deadline = 0.0
-        while True:
-            if len(buf) >= 4:
-                end = 4 + U32.unpack_from(buf, 0)[0]
-                if len(buf) >= end:
-                    payload = bytes(buf[4:end])
-                    del buf[:end]
-                    return payload
-            # Wait until readable first: cheaper than failing a recv with EAGAIN.
-            if spin_until:
-                if not poll(0):
-                    if time.perf_counter() >= spin_until:
-                        spin_until = 0.0
-                    continue
-            else:
-                if not deadline:
-                    deadline = time.monotonic() + timeout
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not poll(remaining * 1000):
-                    raise StoreConnectionError(
-                        f"No reply from the TCP store at {self.where} within {timeout:.1f} s."
-                    )
-            try:
-                chunk = self.sock.recv(262144)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                raise StoreConnectionError(
-                    f"The TCP store at {self.where} closed the connection "
-                    "(was the server stopped, or did it reject a request?)."
-                )
-            buf += chunk
+                if remaining <= 0 or not select.select([], [self.sock], [], remaining)[1]:
+                    raise _Silent(f"it took no data for {timeout:.1f} s") from None
+
+    def _frame(self) -> bytes | None:
+        buf = self.buf
+        if len(buf) < 4:
+            return None
+        size = U32.unpack_from(buf, 0)[0]
+        if size > self.max_frame + 64:
+            raise StoreConnectionError(
+                f"The TCP store at {self.where} sent a {size}-byte frame, over its own limit."
+            )
+        if len(buf) < 4 + size:
+            return None
+        payload = bytes(buf[4 : 4 + size])
+        del buf[: 4 + size]
+        return payload
+
+    def _fill(self) -> None:
+        try:
+            chunk = self.sock.recv(262144)
+        except BlockingIOError:
+            return
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection")
+        self.buf += chunk
+
+    def receive(self, liveness: float, spin: bool = False, parked: bool = False) -> bytes:
+        """The next reply. A plain request must be answered within ``liveness`` seconds.
+        A ``parked`` read may wait as long as the server says; while it waits, the link
+        is pinged after ``liveness / 2`` s of silence and must answer within as long again.
+        """
+        poll = self.poller.poll
+        if spin:
+            spin_until = time.perf_counter() + SPIN_SECONDS
+            while not poll(0) and time.perf_counter() < spin_until:
+                pass
+        quiet = liveness / 2 if parked else liveness
+        heard = time.monotonic()
+        pinged = 0.0
+        while True:
+            payload = self._frame()
+            if payload is not None:
+                if payload[:1] == bytes([ALIVE]) and parked:
+                    heard, pinged = time.monotonic(), 0.0
+                    continue
+                return payload
+            now = time.monotonic()
+            silent_for = now - (pinged or heard)
+            if silent_for >= quiet:
+                if not parked or pinged:
+                    raise _Silent(f"no reply within {liveness:.1f} s")
+                self.send(bytes([PING]), quiet)
+                pinged = now
+                silent_for = 0.0
+            if poll(min(quiet - silent_for, 3600.0) * 1000 + 1):
+                self._fill()
 
     def close(self) -> None:
         self.sock.close()
@@ -152,6 +183,11 @@ class TCPStore(Store):
     connects (retrying until ``timeout``), authenticating with ``auth_token`` when the
     server demands it. One TCPStore may be shared by threads: each concurrent operation
     gets its own connection from a small pool, so a blocked ``get`` holds up nobody.
+
+    Failure is final: once a link to the server is lost, or a server that answered before
+    refuses new connections, or a different server instance answers (a restart), every
+    pending and later operation raises :class:`~rdzv_core.StoreConnectionError`. A server
+    that stops answering (frozen host, partition) is noticed within ``timeout``.
     """
 
     capabilities = frozenset({Capability.CROSS_PROCESS, Capability.CROSS_HOST, Capability.DELETE})
@@ -166,7 +202,7 @@ class TCPStore(Store):
         multi_tenant: bool = True,
         auth_token: str | bytes | None = None,
         bind_host: str | None = None,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        limits: ServerLimits | None = None,
     ) -> None:
         super().__init__(timeout)
         if not 0 <= port <= 65535:
@@ -176,38 +212,70 @@ class TCPStore(Store):
         self.host = host
         self._token = as_token(auth_token)
         self._idle: list[_Link] = []
+        self._busy: set[_Link] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._lost: str | None = None
+        self._server_id: bytes | None = None
+        self._max_frame = DEFAULT_MAX_FRAME_SIZE
         self._server: StoreServer | None = None
         if is_master:
+            self._resolve()  # the other nodes will need this name: fail now if it has none
             self._server = acquire_server(
                 port,
                 bind_host=bind_host,
                 auth_token=self._token,
-                max_frame_size=max_frame_size,
+                limits=limits,
                 multi_tenant=multi_tenant,
             )
             port = self._server.port
+            self._server_id = self._server.server_id
+            self._max_frame = self._server.max_frame_size
         self.port = port
-        try:
-            self._idle.append(self._connect())
-        except BaseException:
-            self.close()
-            raise
+        self.where = f"{host}:{port}"
+        if self._server is None:
+            try:
+                self._idle.append(self._connect())
+            except BaseException:
+                self.close()
+                raise
 
     @property
     def server(self) -> StoreServer | None:
         """The server this store hosts, if it is the master."""
         return self._server
 
+    @property
+    def is_host(self) -> bool:
+        """True when this store hosts the server the other clients use."""
+        return self._server is not None
+
+    @property
+    def server_id(self) -> bytes | None:
+        """The random identity of the server instance this store talks to."""
+        return self._server_id
+
     def __repr__(self) -> str:
         role = "master" if self._server else "client"
         return f"TCPStore({self.host!r}, {self.port}, {role})"
 
+    def _liveness(self) -> float:
+        return max(MIN_LIVENESS, self.timeout.total_seconds())
+
     # -- connections -----------------------------------------------------------------------
 
+    def _resolve(self) -> None:
+        try:
+            socket.getaddrinfo(self.host, None, type=socket.SOCK_STREAM)
+        except socket.gaierror as e:
+            raise StoreConnectionError(
+                f"Cannot resolve the TCP store host {self.host!r}: {e.strerror}."
+            ) from e
+
     def _connect(self) -> _Link:
-        where = f"{self.host}:{self.port}"
+        """A new link. Before the first success it retries until the timeout (the server
+        may still be starting); after that a refusal means the server is gone."""
+        where = self.where
         limit = self.timeout.total_seconds()
         deadline = time.monotonic() + limit
         delay = 0.01
@@ -224,6 +292,8 @@ class TCPStore(Store):
                     ) from e
                 last: Exception = e
             except OSError as e:
+                if self._server_id is not None:
+                    raise self._lose(f"the server no longer accepts connections ({e})") from e
                 last = e
             else:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -231,10 +301,10 @@ class TCPStore(Store):
                 try:
                     self._handshake(link, max(1.0, min(remaining, 10.0)))
                     return link
-                except AuthenticationError:
+                except (AuthenticationError, _Restarted):
                     link.close()
                     raise
-                except (OSError, StoreConnectionError) as e:
+                except (OSError, StoreConnectionError, _Silent) as e:
                     link.close()
                     last = e
             remaining = deadline - time.monotonic()
@@ -249,12 +319,24 @@ class TCPStore(Store):
         link.send(MAGIC + bytes([VERSION]), timeout)
         hello = link.receive(timeout)
         if hello[:1] == bytes([FAILED]):
-            raise StoreError(
+            raise StoreConnectionError(
                 f"The TCP store at {link.where} refused the connection: "
                 f"{hello[1:].decode(errors='replace')}"
             )
-        if len(hello) < 6 or hello[:4] != MAGIC:
+        head = 6 + SERVER_ID_SIZE + 4
+        if len(hello) < head or hello[:4] != MAGIC or hello[4] != VERSION:
             raise StoreError(f"{link.where} did not answer like an rdzv TCP store server.")
+        server_id = hello[6 : 6 + SERVER_ID_SIZE]
+        if self._server_id is None:
+            self._server_id = server_id
+            self._max_frame = U32.unpack_from(hello, 6 + SERVER_ID_SIZE)[0]
+        elif server_id != self._server_id:
+            raise self._lose(
+                "it was restarted: a different server instance answers now, and the data "
+                "this store held is gone",
+                _Restarted,
+            )
+        link.max_frame = self._max_frame
         if not hello[5]:
             return
         if self._token is None:
@@ -262,11 +344,11 @@ class TCPStore(Store):
                 f"Authentication failed for the TCP store at {link.where}: the server requires "
                 "a token and none was given (auth_token, auth_token_file or RDZV_TCP_AUTH_TOKEN)."
             )
-        nonce = hello[6 : 6 + NONCE_SIZE]
+        nonce = hello[head : head + NONCE_SIZE]
         link.send(answer(self._token, nonce), timeout)
         try:
             reply = link.receive(timeout)
-        except StoreConnectionError as e:
+        except (OSError, _Silent) as e:
             raise AuthenticationError(
                 f"Authentication failed for the TCP store at {link.where}: the server rejected "
                 "the token."
@@ -277,18 +359,37 @@ class TCPStore(Store):
                 "the token."
             )
 
-    def _request(self, payload: bytes, wait: timedelta | None = None) -> tuple[int, Reader]:
+    def _lose(
+        self, reason: str, kind: type[StoreConnectionError] = StoreConnectionError
+    ) -> StoreConnectionError:
+        """Mark the store lost for good (first reason wins); wake every pending call."""
+        with self._lock:
+            if self._lost is None:
+                self._lost = reason
+            busy = list(self._busy)
+        for link in busy:
+            try:
+                link.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return kind(f"Lost the TCP store at {self.where}: {self._lost}.")
+
+    def _request(
+        self, payload: bytes, wait: timedelta | None = None, what: str = "request"
+    ) -> tuple[int, Reader]:
         if self._closed:
             raise StoreError("This TCPStore is closed.")
-        if wait is None:
-            reply_timeout = max(self.timeout.total_seconds(), _REPLY_GRACE)
-        else:
-            reply_timeout = wait.total_seconds() + _REPLY_GRACE
+        if self._lost is not None:
+            raise StoreConnectionError(f"Lost the TCP store at {self.where}: {self._lost}.")
+        if len(payload) > self._max_frame:
+            raise ValueError(
+                f"The {what} is {len(payload)} bytes, over the TCP store server's limit of "
+                f"{self._max_frame} bytes (max_frame_size)."
+            )
         if self._server is not None:
             reply = self._server.call_local(payload, None if wait is None else wait.total_seconds())
         else:
-            reply = self._remote(payload, reply_timeout)
-        status = reply[0]
+            reply = self._remote(payload, wait is not None)
         status = reply[0]
         if status == VALUE_ERROR:
             raise ValueError(reply[1:].decode(errors="replace"))
@@ -296,30 +397,37 @@ class TCPStore(Store):
             raise StoreError(reply[1:].decode(errors="replace"))
         return status, Reader(reply, 1)
 
-    def _remote(self, payload: bytes, timeout: float) -> bytes:
+    def _remote(self, payload: bytes, parked: bool) -> bytes:
         global _finished
         with self._lock:
             link = self._idle.pop() if self._idle else None
         if link is None:
             link = self._connect()
+        with self._lock:
+            self._busy.add(link)
         started = next(_started)
+        liveness = self._liveness()
         try:
-            link.send(payload, timeout)
+            link.send(payload, liveness)
             # Spin only when this is the process's only request in flight: threads that
             # spin together would just fight over the interpreter lock.
-            reply = link.receive(timeout, spin=started - _finished == 0)
-        except OSError as e:
+            reply = link.receive(liveness, spin=started - _finished == 0, parked=parked)
+        except (OSError, _Silent) as e:
             link.close()
-            raise StoreConnectionError(
-                f"Lost the connection to the TCP store at {link.where}: {e}"
-            ) from e
+            if isinstance(e, _Silent):
+                reason = f"it stopped answering ({e}; is its host frozen or cut off?)"
+            else:
+                reason = f"the connection broke ({e})"
+            raise self._lose(reason) from e
         except BaseException:
             link.close()
             raise
         finally:
             _finished = next(_finishing)
+            with self._lock:
+                self._busy.discard(link)
         with self._lock:
-            if self._closed:
+            if self._closed or self._lost is not None:
                 link.close()
             else:
                 self._idle.append(link)
@@ -328,7 +436,10 @@ class TCPStore(Store):
     # -- the store contract ----------------------------------------------------------------
 
     def set(self, key: str, value: Value) -> None:
-        self._request(bytes([SET]) + field(check_key(key).encode()) + to_bytes(value))
+        self._request(
+            bytes([SET]) + field(check_key(key).encode()) + to_bytes(value),
+            what=f"set of key {key!r}",
+        )
 
     def get(self, key: str) -> bytes:
         wait = self.timeout
@@ -353,7 +464,7 @@ class TCPStore(Store):
             + field(to_bytes(expected))
             + field(to_bytes(desired))
         )
-        return self._request(payload)[1].rest()
+        return self._request(payload, what=f"compare_set of key {key!r}")[1].rest()
 
     def wait(self, keys: Sequence[str], timeout: timedelta | float | None = None) -> None:
         names = check_keys(keys)
@@ -392,7 +503,10 @@ class TCPStore(Store):
     def multi_set(self, keys: Sequence[str], values: Sequence[Value]) -> None:
         names, raws = check_multi_set(keys, values)
         if names:
-            self._request(bytes([MULTI_SET]) + fields([k.encode() for k in names]) + fields(raws))
+            self._request(
+                bytes([MULTI_SET]) + fields([k.encode() for k in names]) + fields(raws),
+                what=f"multi_set of {len(names)} keys",
+            )
 
     def close(self) -> None:
         with self._lock:

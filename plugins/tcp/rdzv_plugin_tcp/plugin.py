@@ -27,6 +27,7 @@ from rdzv_core.events import emit
 
 if TYPE_CHECKING:
     from .client import TCPStore
+    from .limits import ServerLimits
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,9 @@ def create_store(params: RendezvousParameters) -> TCPStore:
         "auth_token": token_from_params(params),
         "bind_host": params.get("bind_host") or None,
     }
-    max_frame = params.get_as_int("max_frame_size")
-    if max_frame is not None:
-        options["max_frame_size"] = max_frame
+    limits = _limits(params)
+    if limits is not None:
+        options["limits"] = limits
     try:
         store = TCPStore(host, port, is_master=is_host, **options)
     except StoreError as e:
@@ -73,6 +74,22 @@ def create_store(params: RendezvousParameters) -> TCPStore:
             )
         )
     return store
+
+
+def _limits(params: RendezvousParameters) -> ServerLimits | None:
+    """The hosted server's limits from config ``max_frame_size`` and ``max_connections``."""
+    from .limits import ServerLimits
+
+    chosen = {}
+    for key in ("max_frame_size", "max_connections"):
+        value = params.get_as_int(key)
+        if value is not None:
+            chosen[key] = value
+    if not chosen:
+        return None
+    frame = chosen.get("max_frame_size", ServerLimits.max_frame_size)
+    buffered = max(ServerLimits.max_buffered_bytes, frame)
+    return ServerLimits(**chosen, max_buffered_bytes=buffered)
 
 
 @hookimpl

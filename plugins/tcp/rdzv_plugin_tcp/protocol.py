@@ -10,9 +10,12 @@ import struct
 from collections.abc import Sequence
 
 MAGIC = b"RDZV"
-VERSION = 1
+VERSION = 2
 AUTH_CONTEXT = b"rdzv-tcp-auth-v1"
 NONCE_SIZE = 32
+SERVER_ID_SIZE = 16
+#: The largest frame accepted before the handshake completes (hello and auth answer).
+HANDSHAKE_FRAME_LIMIT = 64
 
 # Requests: one op byte, then the op's fields.
 SET, GET, ADD, CAS, WAIT, CHECK, DELETE, NUM_KEYS, MULTI_GET, MULTI_SET, PING = range(1, 12)
@@ -21,14 +24,18 @@ OP_NAMES = {
     DELETE: "delete_key", NUM_KEYS: "num_keys", MULTI_GET: "multi_get",
     MULTI_SET: "multi_set", PING: "ping",
 }  # fmt: skip
+PING_FRAME = b"\x00\x00\x00\x01" + bytes([PING])
 
-# Replies: one status byte, then the op's result.
-OK, TIMEOUT, VALUE_ERROR, FAILED = range(4)
+# Replies: one status byte, then the op's result. ALIVE answers a ping, also while the
+# connection waits for a parked read's reply.
+OK, TIMEOUT, VALUE_ERROR, FAILED, ALIVE = range(5)
 
 U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
 I64 = struct.Struct(">q")
 MAX_TIMEOUT_MS = 2**64 - 1
+#: Longest wait a server honours (about 31 years); longer timeouts are clamped to it.
+MAX_WAIT_SECONDS = 10**9
 
 
 class ProtocolError(Exception):
@@ -48,6 +55,13 @@ def field(data: bytes) -> bytes:
 def fields(items: Sequence[bytes]) -> bytes:
     """A count followed by that many fields."""
     return U32.pack(len(items)) + b"".join(U32.pack(len(i)) + i for i in items)
+
+
+def hello_reply(server_id: bytes, max_frame_size: int, nonce: bytes | None) -> bytes:
+    """The server's handshake reply payload: ``"RDZV" u8 version u8 auth`` then the
+    16-byte server instance id, the u32 frame limit and, with auth, the 32-byte nonce."""
+    auth = bytes([VERSION, 1 if nonce else 0])
+    return MAGIC + auth + server_id + U32.pack(max_frame_size) + (nonce or b"")
 
 
 class Reader:
@@ -87,7 +101,7 @@ class Reader:
 
     def fields(self) -> list[bytes]:
         count = self.u32()
-        if count > len(self.data) - self.pos:
+        if count > (len(self.data) - self.pos) // 4:
             raise ProtocolError(f"field count {count} exceeds the frame")
         return [self.field() for _ in range(count)]
 

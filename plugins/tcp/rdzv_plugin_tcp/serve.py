@@ -9,6 +9,9 @@ import resource
 import signal
 import sys
 import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import rdzv_plugin_tcp
@@ -16,6 +19,29 @@ import rdzv_plugin_tcp
 from .auth import ENV_VAR, as_token, read_token_file
 
 log = logging.getLogger("rdzv_plugin_tcp.serve")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
+    return port
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, got {text!r}")
+        return value
+
+    return parse
 
 
 def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -27,7 +53,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=_port,
         default=None,
         help=f"port to listen on (default {rdzv_plugin_tcp.DEFAULT_PORT}; 0 picks one)",
     )
@@ -41,9 +67,16 @@ def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument(
         "--max-frame-size",
-        type=int,
+        type=_at_least(1024),
         default=rdzv_plugin_tcp.DEFAULT_MAX_FRAME_SIZE,
-        help="largest request accepted, in bytes (default 64 MiB)",
+        help="largest request or reply, in bytes (default 64 MiB)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_at_least(1),
+        default=None,
+        help="clients served at once; more are refused (default: 16384, or what the "
+        "descriptor limit allows)",
     )
     parser.set_defaults(run=serve)
 
@@ -59,15 +92,69 @@ def _raise_fd_limit() -> int:
     return soft
 
 
+class _BackgroundStderr(logging.Handler):
+    """Formats records on the caller's thread and writes them to stderr from a daemon
+    thread, so a slow or blocked stderr never blocks the server. When the queue of
+    unwritten lines is full, new lines are dropped and counted."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        super().__init__()
+        self._lines: deque[str] = deque()
+        self._capacity = capacity
+        self._dropped = 0
+        self._ready = threading.Condition()
+        threading.Thread(target=self._write, name="rdzv-serve-log", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)
+            return
+        with self._ready:
+            if len(self._lines) >= self._capacity:
+                self._dropped += 1
+                return
+            self._lines.append(line)
+            self._ready.notify()
+
+    def _write(self) -> None:
+        while True:
+            with self._ready:
+                while not self._lines:
+                    self._ready.wait()
+                lines = list(self._lines)
+                self._lines.clear()
+                dropped, self._dropped = self._dropped, 0
+            if dropped:
+                lines.insert(0, f"({dropped} log lines dropped: stderr was not being read)\n")
+            try:
+                sys.stderr.write("".join(lines))
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+
+    def drain(self, timeout: float) -> None:
+        """Give the writer up to ``timeout`` seconds to write what is queued."""
+        deadline = time.monotonic() + timeout
+        while self._lines and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
 def serve(args: argparse.Namespace) -> int:
     from rdzv_core import StoreError
 
+    from .limits import ServerLimits
     from .server import StoreServer
 
+    handler = _BackgroundStderr()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(min(root.level, logging.INFO))
     logging.getLogger("rdzv_plugin_tcp").setLevel(logging.INFO)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     try:
         token = (
             read_token_file(args.auth_token_file)
@@ -79,9 +166,19 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     port = rdzv_plugin_tcp.DEFAULT_PORT if args.port is None else args.port
     fd_limit = _raise_fd_limit()
+    connections = args.max_connections or max(1, min(16384, fd_limit - 64))
     try:
-        server = StoreServer(args.host, port, auth_token=token, max_frame_size=args.max_frame_size)
-    except (StoreError, ValueError) as e:
+        limits = ServerLimits(
+            max_frame_size=args.max_frame_size,
+            max_connections=connections,
+            max_buffered_bytes=max(ServerLimits.max_buffered_bytes, args.max_frame_size),
+        )
+    except ValueError as e:
+        print(f"rdzv serve: {e}", file=sys.stderr)
+        return 2
+    try:
+        server = StoreServer(args.host, port, auth_token=token, limits=limits)
+    except StoreError as e:
         print(f"rdzv serve: {e}", file=sys.stderr)
         return 1
     stop = threading.Event()
@@ -95,15 +192,21 @@ def serve(args: argparse.Namespace) -> int:
     server.start()
     where = f"{args.host or '*'}:{server.port}"
     log.info(
-        "rdzv TCP store serving on %s (pid %d, auth %s, up to ~%d connections)",
+        "rdzv TCP store serving on %s (pid %d, auth %s, up to %d connections)",
         where,
         os.getpid(),
         "on" if token else "off",
-        max(0, fd_limit - 16),
+        connections,
     )
     print(f"listening on {where}", flush=True)
-    while not stop.wait(1.0):
-        pass
+    while not stop.wait(0.5):
+        if server.wait_stopped(0):
+            break
     server.stop()
+    if server.failure is not None:
+        print(f"rdzv serve: the server failed and stopped: {server.failure!r}", file=sys.stderr)
+        handler.drain(1.0)
+        return 1
     log.info("stopped")
+    handler.drain(1.0)
     return 0

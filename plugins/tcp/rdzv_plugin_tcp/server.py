@@ -2,8 +2,9 @@
 
 Blocking reads (get, wait, multi_get) park the connection on the keys they need and are
 answered when a write sets the last of them or their deadline passes; nothing polls.
-Every connection has its own buffers, so a client that misbehaves or stops reading only
-ever affects itself: bad frames close that connection with a logged reason.
+Every connection has bounded buffers and deadlines (:class:`ServerLimits`), so a client
+that misbehaves only ever affects itself: it is answered with an error or closed, with a
+rate-limited log line. Replies reference stored values instead of copying them.
 """
 
 from __future__ import annotations
@@ -17,28 +18,32 @@ import selectors
 import socket
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from rdzv_core import StoreConnectionError, StoreError
 from rdzv_core.store import add_to_value
 
-from . import DEFAULT_MAX_FRAME_SIZE
 from .auth import verify
+from .limits import ServerLimits
 from .protocol import (
     ADD,
+    ALIVE,
     CAS,
     CHECK,
     DELETE,
     FAILED,
     GET,
+    HANDSHAKE_FRAME_LIMIT,
     I64,
     MAGIC,
+    MAX_WAIT_SECONDS,
     MULTI_GET,
     MULTI_SET,
     NONCE_SIZE,
     NUM_KEYS,
-    OK,
     PING,
+    SERVER_ID_SIZE,
     SET,
     TIMEOUT,
     U32,
@@ -48,24 +53,75 @@ from .protocol import (
     WAIT,
     ProtocolError,
     Reader,
-    fields,
+    hello_reply,
 )
 
 __all__ = ["StoreServer", "acquire_server", "release_server"]
 
 log = logging.getLogger(__name__)
 
-_HELLO, _AUTH, _READY = range(3)
-_RECV_SIZE = 256 * 1024
+_HELLO, _AUTH, _READY, _REFUSING = range(4)
+_RECV_SIZE = 64 * 1024  # one read; also what any connection may hold beyond the budget
 _OUT_HIGH_WATER = 4 * 1024 * 1024  # stop taking requests while this much is unsent
-_IN_PARKED_LIMIT = 1024 * 1024  # unread input kept for a connection parked on a wait
+_HELD_INPUT_LIMIT = 1024 * 1024  # input kept while a connection's requests are held
+_SMALL_REPLY = 16 * 1024  # replies up to this size are copied into one buffer
+_MAX_IOV = 512  # chunks per sendmsg
+_TICK = 1.0  # housekeeping interval: deadlines, accept back-off, log summaries
+_MAX_REFUSING = 64  # connections being told "server full" at once; more are just closed
+_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class _LogLimiter:
+    """At most ``burst`` warnings per ``window`` seconds, then one line counting the rest;
+    connects and disconnects are summed into one INFO line per window."""
+
+    def __init__(self, burst: int = 10, window: float = 10.0) -> None:
+        self.burst = burst
+        self.window = window
+        self.window_start = time.monotonic()
+        self.warned = 0
+        self.suppressed = 0
+        self.connected = 0
+        self.disconnected = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        self._roll()
+        if self.warned < self.burst:
+            self.warned += 1
+            log.warning(message, *args)
+        else:
+            self.suppressed += 1
+
+    def _roll(self, connected_now: int | None = None, force: bool = False) -> None:
+        now = time.monotonic()
+        if now - self.window_start < self.window and not force:
+            return
+        if self.suppressed:
+            log.warning(
+                "%d more warnings in the last %.0f s not shown",
+                self.suppressed,
+                now - self.window_start,
+            )
+        if (self.connected or self.disconnected) and connected_now is not None:
+            log.info(
+                "%d clients connected and %d disconnected in the last %.0f s; %d connected now",
+                self.connected,
+                self.disconnected,
+                now - self.window_start,
+                connected_now,
+            )
+        self.window_start = now
+        self.warned = self.suppressed = self.connected = self.disconnected = 0
+
+    def tick(self, connected_now: int, force: bool = False) -> None:
+        self._roll(connected_now, force)
 
 
 class _Waiter:
     __slots__ = ("conn", "deadline", "done", "keys", "on", "op")
 
     def __init__(self, conn: _Conn | _Local, op: int, keys: list[bytes], deadline: float) -> None:
-        self.conn = conn
+        self.conn: _Conn | _Local | None = conn
         self.op = op
         self.keys = keys
         self.deadline = deadline
@@ -74,18 +130,44 @@ class _Waiter:
 
 
 class _Conn:
-    __slots__ = ("closing", "events", "nonce", "peer", "rbuf", "sock", "state", "waiter", "wbuf")
+    __slots__ = (
+        "accepted",
+        "closing",
+        "discard",
+        "events",
+        "frame_started",
+        "nonce",
+        "out",
+        "out_size",
+        "paused",
+        "peer",
+        "rbuf",
+        "send_progress",
+        "sock",
+        "state",
+        "waiter",
+    )
 
-    def __init__(self, sock: socket.socket, peer: str) -> None:
+    def __init__(self, sock: socket.socket, peer: str, now: float) -> None:
         self.sock = sock
         self.peer = peer
         self.rbuf = bytearray()
-        self.wbuf = bytearray()
+        self.out: deque[bytes | memoryview] = deque()
+        self.out_size = 0
         self.state = _HELLO
         self.nonce = b""
         self.waiter: _Waiter | None = None
         self.events = selectors.EVENT_READ
         self.closing = False
+        self.discard = 0  # bytes of an oversized frame still to be dropped
+        self.paused = False
+        self.accepted = now
+        self.frame_started = 0.0
+        self.send_progress = 0.0
+
+    def held(self) -> bool:
+        """Whether new requests must wait (a parked read, or too many unsent replies)."""
+        return self.waiter is not None or self.out_size >= _OUT_HIGH_WATER
 
 
 class _Local:
@@ -115,12 +197,24 @@ def _listen(host: str | None, port: int, backlog: int) -> socket.socket:
     return socket.create_server(("0.0.0.0", port), backlog=backlog)
 
 
+def _keepalive(sock: socket.socket) -> None:
+    """Let the kernel notice a client whose host died (about 2 minutes)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
 class StoreServer:
     """A TCP store server. It listens as soon as it is constructed (so a busy port fails
     here, not later); :meth:`start` runs it in a daemon thread, :meth:`serve_forever` in
     the calling thread, and :meth:`stop` ends it and closes every connection.
 
     ``host`` None listens on every interface (IPv6 and IPv4); a name or address narrows it.
+    Every new server has a random :attr:`server_id`, sent in the handshake, so clients
+    can tell a restarted server from the one they knew. If the loop ever fails, the server
+    closes every connection and its listener and records the error in :attr:`failure`.
     """
 
     def __init__(
@@ -129,42 +223,60 @@ class StoreServer:
         port: int = 0,
         *,
         auth_token: bytes | None = None,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        limits: ServerLimits | None = None,
         backlog: int = 4096,
     ) -> None:
-        if max_frame_size < 1024:
-            raise ValueError(f"max_frame_size must be at least 1024 bytes, got {max_frame_size}.")
+        self.limits = limits or ServerLimits()
         try:
             self._listener = _listen(host, port, backlog)
-        except OSError as e:
+        except (OSError, OverflowError) as e:
             where = f"{host}:{port}" if host else f"port {port}"
-            raise StoreError(
-                f"The TCP store server cannot listen on {where}: {e.strerror or e}"
-            ) from e
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise StoreError(f"The TCP store server cannot listen on {where}: {reason}") from e
         self._listener.setblocking(False)
         self.host = host
         self.port: int = self._listener.getsockname()[1]
-        self.max_frame_size = max_frame_size
+        self.server_id = os.urandom(SERVER_ID_SIZE)
+        self.failure: BaseException | None = None
         self._token = auth_token
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._data: dict[bytes, bytes] = {}
-        self._waiters: dict[bytes, list[_Waiter]] = {}
+        self._waiters: dict[bytes, dict[_Waiter, None]] = {}
         self._timers: list[tuple[float, int, _Waiter]] = []
+        self._dead_timers = 0
         self._seq = itertools.count()
         self._conns: set[_Conn] = set()
+        self._refusing = 0
         self._ready: list[_Conn] = []
+        self._paused: deque[_Conn] = deque()
+        self._buffered = 0
+        self._accepting = True
+        self._accept_backoff = 0.0
+        self._accept_resume = 0.0
+        self._next_tick = 0.0
+        self._logs = _LogLimiter()
         # Requests from stores in this process run in their own thread under this lock;
         # replies they owe to socket clients go through the outbox to the loop thread.
         self._lock = threading.RLock()
-        self._outbox: list[tuple[_Conn, bytes]] = []
+        self._outbox: list[tuple[_Conn, list[bytes]]] = []
         self._loop_thread: int | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def max_frame_size(self) -> int:
+        return self.limits.max_frame_size
+
+    @property
+    def connection_count(self) -> int:
+        """Clients connected now."""
+        return len(self._conns)
 
     def start(self) -> StoreServer:
         """Serve in a daemon thread; returns self."""
@@ -177,14 +289,15 @@ class StoreServer:
     def stop(self) -> None:
         """Stop serving and close every connection; waits for the loop to finish."""
         self._stopping = True
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
+        self._wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         elif self._thread is None and not self._stopped.is_set():
             self._close_all()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Block until the loop has ended (stopped or failed); False on timeout."""
+        return self._stopped.wait(timeout)
 
     def __enter__(self) -> StoreServer:
         return self
@@ -192,47 +305,67 @@ class StoreServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # full (a wake-up is already pending) or closed
+
     def serve_forever(self) -> None:
         """Run the loop in this thread until :meth:`stop`."""
-        sel = self._selector
         self._loop_thread = threading.get_ident()
-        sel.register(self._listener, selectors.EVENT_READ, None)
-        sel.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
         try:
-            while not self._stopping:
-                timeout = None
-                if self._timers:
-                    timeout = max(0.0, self._timers[0][0] - time.monotonic())
-                for key, mask in sel.select(timeout):
-                    data = key.data
-                    if data is None:
-                        self._accept()
-                    elif data is self._wake_r:
-                        self._drain_wake()
-                    else:
-                        if mask & selectors.EVENT_WRITE:
-                            self._flush(data)
-                        if mask & selectors.EVENT_READ and data in self._conns:
-                            self._read(data)
-                if self._timers:
-                    self._expire()
-                if self._outbox:
-                    self._flush_outbox()
-                while self._ready:
-                    ready, self._ready = self._ready, []
-                    for conn in ready:
-                        if conn in self._conns:
-                            self._process(conn)
+            self._selector.register(self._listener, selectors.EVENT_READ, None)
+            self._selector.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
+            self._loop()
+        except BaseException as e:
+            self.failure = e
+            log.critical("The TCP store server on port %d failed: %r", self.port, e, exc_info=e)
+            raise
         finally:
             self._close_all()
+
+    def _loop(self) -> None:
+        sel = self._selector
+        self._next_tick = time.monotonic() + _TICK
+        while not self._stopping:
+            now = time.monotonic()
+            due = self._next_tick
+            if self._timers:
+                due = min(due, self._timers[0][0])
+            if not self._accepting:
+                due = min(due, self._accept_resume)
+            for key, mask in sel.select(max(0.0, min(due - now, _TICK))):
+                data = key.data
+                if data is None:
+                    self._accept()
+                elif data is self._wake_r:
+                    self._drain_wake()
+                else:
+                    if mask & selectors.EVENT_WRITE:
+                        self._flush(data)
+                    if mask & selectors.EVENT_READ and data in self._conns:
+                        self._read(data)
+            now = time.monotonic()
+            if self._timers and self._timers[0][0] <= now:
+                self._expire(now)
+            if now >= self._next_tick:
+                self._housekeeping(now)
+            if self._outbox:
+                self._flush_outbox()
+            while self._ready:
+                ready, self._ready = self._ready, []
+                for conn in ready:
+                    if conn in self._conns:
+                        self._process(conn)
 
     def _flush_outbox(self) -> None:
         with self._lock:
             outbox, self._outbox = self._outbox, []
-        for conn, payload in outbox:
+        for conn, chunks in outbox:
             if conn in self._conns:
                 conn.waiter = None
-                self._send(conn, payload)
+                self._send(conn, chunks)
                 self._ready.append(conn)
 
     def _close_all(self) -> None:
@@ -243,11 +376,15 @@ class StoreServer:
                     if isinstance(waiter.conn, _Local) and not waiter.done:
                         waiter.done = True
                         waiter.conn.event.set()
+        self._logs.tick(len(self._conns), force=True)
         for conn in list(self._conns):
             self._close(conn, None, quiet=True)
         for sock in (self._listener, self._wake_r, self._wake_w):
             sock.close()
-        self._selector.close()
+        try:
+            self._selector.close()
+        except Exception:  # pragma: no cover - closing a broken selector
+            pass
         self._stopped.set()
 
     def _drain_wake(self) -> None:
@@ -256,50 +393,109 @@ class StoreServer:
         except OSError:
             pass
 
+    def _housekeeping(self, now: float) -> None:
+        """Once per tick: resume accepting, close connections past their deadlines."""
+        self._next_tick = now + _TICK
+        if not self._accepting and now >= self._accept_resume:
+            self._accepting = True
+            self._selector.register(self._listener, selectors.EVENT_READ, None)
+        limits = self.limits
+        for conn in list(self._conns):
+            if conn.state != _READY:
+                if now - conn.accepted > limits.handshake_timeout:
+                    self._close(conn, "no handshake within the handshake timeout")
+            elif conn.out_size and now - conn.send_progress > limits.send_timeout:
+                self._close(conn, f"left {conn.out_size} bytes of replies unread")
+            elif conn.frame_started and now - conn.frame_started > limits.frame_timeout:
+                self._close(conn, f"a frame took longer than {limits.frame_timeout:g} s")
+        self._logs.tick(len(self._conns))
+        if self._dead_timers > 1024 and self._dead_timers * 2 > len(self._timers):
+            self._timers = [t for t in self._timers if not t[2].done]
+            heapq.heapify(self._timers)
+            self._dead_timers = 0
+
     # -- connections -----------------------------------------------------------------------
 
     def _accept(self) -> None:
-        while True:
+        for _ in range(256):  # bounded, so one busy listener cannot starve the clients
             try:
                 sock, address = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                # Out of file descriptors, say: keep serving the connections we have.
-                log.warning("accept failed: %s", e)
+                if e.errno not in _ACCEPT_ERRORS:
+                    self._logs.warning("accept failed: %s", e)
+                    return
+                # Out of descriptors or memory: pause accepting (no spin), keep serving.
+                self._accept_backoff = min(max(0.05, self._accept_backoff * 2), 2.0)
+                self._accept_resume = time.monotonic() + self._accept_backoff
+                self._accepting = False
+                self._selector.unregister(self._listener)
+                self._logs.warning(
+                    "cannot accept connections (%s); pausing %.2f s, still serving %d clients",
+                    os.strerror(e.errno or 0),
+                    self._accept_backoff,
+                    len(self._conns),
+                )
                 return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = f"{address[0]}:{address[1]}"
-            conn = _Conn(sock, peer)
-            self._conns.add(conn)
-            self._selector.register(sock, selectors.EVENT_READ, conn)
-            log.info("client %s connected (%d connected)", peer, len(self._conns))
+            self._accept_backoff = 0.0
+            try:
+                self._admit(sock, address)
+            except OSError as e:  # the peer vanished already
+                sock.close()
+                self._logs.warning("could not set up a new connection: %s", e)
+
+    def _admit(self, sock: socket.socket, address: Any) -> None:
+        sock.setblocking(False)
+        full = len(self._conns) - self._refusing >= self.limits.max_connections
+        if full and self._refusing >= _MAX_REFUSING:
+            sock.close()
+            self._logs.warning("connection limit reached: closed a new connection at once")
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _keepalive(sock)
+        peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        conn = _Conn(sock, peer, time.monotonic())
+        if full:
+            conn.state = _REFUSING
+            self._refusing += 1
+        self._conns.add(conn)
+        self._selector.register(sock, selectors.EVENT_READ, conn)
+        self._logs.connected += 1
+        log.debug("client %s connected (%d connected)", peer, len(self._conns))
 
     def _close(self, conn: _Conn, reason: str | None, quiet: bool = False) -> None:
         if conn not in self._conns:
             return
         self._conns.discard(conn)
+        if conn.state == _REFUSING:
+            self._refusing -= 1
         if conn.waiter is not None:
             with self._lock:
                 self._drop_waiter(conn.waiter)
             conn.waiter = None
-        try:
-            self._selector.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
+        if conn.events:
+            try:
+                self._selector.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+        self._buffered -= len(conn.rbuf)
+        conn.rbuf = bytearray()
+        conn.out.clear()
+        conn.out_size = 0
         if reason:
-            log.warning("closed connection of %s: %s", conn.peer, reason)
+            self._logs.warning("closed connection of %s: %s", conn.peer, reason)
         elif not quiet:
-            log.info("client %s disconnected (%d connected)", conn.peer, len(self._conns))
+            self._logs.disconnected += 1
+            log.debug("client %s disconnected (%d connected)", conn.peer, len(self._conns))
         conn.sock.close()
+        self._resume_paused()
 
     def _set_events(self, conn: _Conn) -> None:
         want = 0
-        if conn.wbuf:
+        if conn.out:
             want |= selectors.EVENT_WRITE
-        parked = conn.waiter is not None or len(conn.wbuf) >= _OUT_HIGH_WATER
-        if not conn.closing and (not parked or len(conn.rbuf) < _IN_PARKED_LIMIT):
+        if not conn.closing and not conn.paused:
             want |= selectors.EVENT_READ
         if want != conn.events:
             if not conn.events:
@@ -311,36 +507,77 @@ class StoreServer:
             conn.events = want
 
     def _read(self, conn: _Conn) -> None:
+        if conn.rbuf and self._buffered >= self.limits.max_buffered_bytes:
+            # Over the total budget: a connection in the middle of a frame waits its turn.
+            conn.paused = True
+            self._paused.append(conn)
+            self._set_events(conn)
+            return
         try:
             data = conn.sock.recv(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
-            self._close(conn, f"receive failed: {e}")
+            self._close(conn, None if conn.state == _READY else f"receive failed: {e}")
             return
         if not data:
-            if conn.rbuf and conn.waiter is None:
+            if conn.rbuf and not conn.held():
                 self._close(conn, f"connection closed inside a frame ({len(conn.rbuf)} bytes)")
             else:
                 self._close(conn, None)
             return
+        if conn.discard:
+            dropped = min(conn.discard, len(data))
+            conn.discard -= dropped
+            data = data[dropped:]
+            if not data:
+                return
+        if not conn.rbuf:
+            conn.frame_started = time.monotonic()
         conn.rbuf += data
+        self._buffered += len(data)
+        if conn.held() and len(conn.rbuf) > _HELD_INPUT_LIMIT:
+            self._close(
+                conn,
+                f"sent over {_HELD_INPUT_LIMIT} bytes of requests while its reply was pending "
+                "(one request at a time)",
+            )
+            return
         self._process(conn)
+
+    def _resume_paused(self) -> None:
+        while self._paused and self._buffered < self.limits.max_buffered_bytes:
+            conn = self._paused.popleft()
+            if conn in self._conns and conn.paused:
+                conn.paused = False
+                self._set_events(conn)
 
     def _process(self, conn: _Conn) -> None:
         buf = conn.rbuf
         pos = 0
-        limit = self.max_frame_size
-        while conn.waiter is None and not conn.closing and len(conn.wbuf) < _OUT_HIGH_WATER:
-            if len(buf) - pos < 4:
-                break
+        limit = self.limits.max_frame_size if conn.state == _READY else HANDSHAKE_FRAME_LIMIT
+        while not conn.closing and len(buf) - pos >= 4:
             size = U32.unpack_from(buf, pos)[0]
-            if conn.state == _HELLO and size != 5:
-                self._close(conn, "bad handshake (not an rdzv tcp client?)")
-                return
+            if conn.held():
+                # Only pings are answered while a reply is pending; the rest waits.
+                ping = size == 1 and len(buf) - pos >= 5 and buf[pos + 4] == PING
+                if ping and conn.out_size < _OUT_HIGH_WATER:
+                    pos += 5
+                    self._send(conn, [bytes([ALIVE])])
+                    continue
+                break
             if size > limit:
-                self._close(conn, f"frame of {size} bytes exceeds the limit of {limit} bytes")
-                return
+                if conn.state != _READY:
+                    self._close(conn, "bad handshake (not an rdzv tcp client?)")
+                    return
+                if len(buf) - pos < 4 + min(size, 64):
+                    break  # wait for the op and the key to name them in the error
+                self._oversized(conn, bytes(buf[pos + 4 : pos + 4 + 64]), size)
+                # Drop the frame: what is here now, and the rest as it arrives.
+                take = min(len(buf) - pos, 4 + size)
+                pos += take
+                conn.discard = 4 + size - take
+                continue
             end = pos + 4 + size
             if len(buf) < end:
                 break
@@ -351,51 +588,91 @@ class StoreServer:
             except ProtocolError as e:
                 self._close(conn, f"malformed frame: {e}")
                 return
+            except Exception as e:  # a bug must cost one connection, never the server
+                log.exception("internal error on a request of %s", conn.peer)
+                self._close(conn, f"internal error: {e!r}")
+                return
             if conn not in self._conns:
                 return
         if pos:
-            del buf[:pos]
-        self._set_events(conn)
-
-    def _send(self, conn: _Conn, payload: bytes) -> None:
-        data = U32.pack(len(payload)) + payload
-        if conn.wbuf:
-            conn.wbuf += data
-            return
-        try:
-            sent = conn.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as e:
-            self._close(conn, f"send failed: {e}")
-            return
-        if sent < len(data):
-            conn.wbuf += data[sent:]
+            self._buffered -= pos
+            if pos == len(buf):
+                conn.rbuf = bytearray()  # release the capacity of a big frame
+            else:
+                del buf[:pos]
+            conn.frame_started = time.monotonic() if conn.rbuf or conn.discard else 0.0
+            self._resume_paused()
+        if conn in self._conns:
             self._set_events(conn)
-        elif conn.closing:
-            self._close(conn, None, quiet=True)
+
+    def _oversized(self, conn: _Conn, head: bytes, size: int) -> None:
+        """Answer a frame over the limit with an error naming both sizes."""
+        limit = self.limits.max_frame_size
+        what = "request"
+        if head[:1] and head[0] in (SET, CAS, MULTI_SET, GET, ADD):
+            try:
+                key = Reader(head, 1).field().decode("utf-8", "replace")
+                what = f"request for key {key!r}"
+            except ProtocolError:
+                pass
+        message = (
+            f"The {what} is {size} bytes, over the TCP store server's limit of {limit} bytes "
+            "(max_frame_size)."
+        )
+        self._send(conn, [bytes([VALUE_ERROR]) + message.encode()])
+
+    def _send(self, conn: _Conn, chunks: list[bytes]) -> None:
+        """Queue one reply (its payload in ``chunks``) and send what the socket takes now."""
+        size = sum(len(c) for c in chunks)
+        head = U32.pack(size)
+        if size <= _SMALL_REPLY:
+            parts: list[bytes | memoryview] = [head + b"".join(chunks)]
+        else:
+            parts = [head, *chunks]
+        if not conn.out:
+            conn.send_progress = time.monotonic()
+        for part in parts:
+            conn.out.append(part)
+            conn.out_size += len(part)
+        if len(conn.out) == len(parts):
+            self._flush(conn)
 
     def _flush(self, conn: _Conn) -> None:
-        try:
-            sent = conn.sock.send(conn.wbuf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            self._close(conn, f"send failed: {e}")
-            return
-        del conn.wbuf[:sent]
-        if not conn.wbuf and conn.closing:
-            self._close(conn, None, quiet=True)
-            return
-        if len(conn.wbuf) < _OUT_HIGH_WATER:
-            self._ready.append(conn)
+        out = conn.out
+        while out:
+            batch = list(itertools.islice(out, _MAX_IOV))
+            try:
+                sent = conn.sock.sendmsg(batch) if len(batch) > 1 else conn.sock.send(batch[0])
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self._close(conn, None if isinstance(e, ConnectionError) else f"send failed: {e}")
+                return
+            conn.send_progress = time.monotonic()
+            conn.out_size -= sent
+            while sent:
+                first = out[0]
+                if len(first) <= sent:
+                    sent -= len(first)
+                    out.popleft()
+                else:
+                    out[0] = memoryview(first)[sent:]
+                    sent = 0
+            if out and len(batch) < _MAX_IOV:
+                break  # the socket is full
+        if not out:
+            if conn.closing:
+                self._close(conn, None, quiet=True)
+                return
+            if conn.rbuf and conn.waiter is None:
+                self._ready.append(conn)  # requests held back by the high-water mark
         self._set_events(conn)
 
     def _refuse(self, conn: _Conn, message: str) -> None:
         """Answer FAILED with ``message``, then close once it is sent."""
-        log.warning("refused %s: %s", conn.peer, message)
+        self._logs.warning("refused %s: %s", conn.peer, message)
         conn.closing = True
-        self._send(conn, bytes([FAILED]) + message.encode())
+        self._send(conn, [bytes([FAILED]) + message.encode()])
 
     # -- requests --------------------------------------------------------------------------
 
@@ -403,26 +680,31 @@ class StoreServer:
         if conn.state == _READY:
             with self._lock:
                 self._dispatch(conn, payload)
-        elif conn.state == _HELLO:
+        elif conn.state in (_HELLO, _REFUSING):
             if len(payload) != 5 or payload[:4] != MAGIC:
                 raise ProtocolError("bad handshake (not an rdzv tcp client?)")
-            if payload[4] != VERSION:
+            if conn.state == _REFUSING:
+                self._refuse(
+                    conn,
+                    f"the server is at its connection limit ({self.limits.max_connections} "
+                    "clients); try again later or raise max_connections",
+                )
+            elif payload[4] != VERSION:
                 self._refuse(
                     conn, f"unsupported protocol version {payload[4]}; this server speaks {VERSION}"
                 )
-                return
-            if self._token is None:
+            elif self._token is None:
                 conn.state = _READY
-                self._send(conn, MAGIC + bytes([VERSION, 0]))
+                self._send(conn, [hello_reply(self.server_id, self.max_frame_size, None)])
             else:
                 conn.state = _AUTH
                 conn.nonce = os.urandom(NONCE_SIZE)
-                self._send(conn, MAGIC + bytes([VERSION, 1]) + conn.nonce)
+                self._send(conn, [hello_reply(self.server_id, self.max_frame_size, conn.nonce)])
         else:
             assert self._token is not None
             if verify(self._token, conn.nonce, payload):
                 conn.state = _READY
-                self._send(conn, bytes([OK]))
+                self._send(conn, [b"\x00"])
             else:
                 self._refuse(conn, "authentication failed: wrong token")
 
@@ -438,14 +720,13 @@ class StoreServer:
             r.end()
             value = data.get(key)
             if value is not None:
-                self._out(conn, b"\x00" + value)
+                self._out(conn, [b"\x00", value])
             else:
                 self._park(conn, GET, [key], timeout_ms)
         elif op == SET:
             key = r.field()
-            value = r.rest()
-            data[key] = value
-            self._out(conn, b"\x00")
+            data[key] = r.rest()
+            self._out(conn, [b"\x00"])
             self._notify(key)
         elif op == ADD:
             key = r.field()
@@ -454,10 +735,10 @@ class StoreServer:
             try:
                 result = add_to_value(key.decode("utf-8", "replace"), data.get(key), amount)
             except ValueError as e:
-                self._out(conn, bytes([VALUE_ERROR]) + str(e).encode())
+                self._out(conn, [bytes([VALUE_ERROR]) + str(e).encode()])
                 return
             data[key] = str(result).encode()
-            self._out(conn, b"\x00" + I64.pack(result))
+            self._out(conn, [b"\x00" + I64.pack(result)])
             self._notify(key)
         elif op == CAS:
             key = r.field()
@@ -466,13 +747,13 @@ class StoreServer:
             r.end()
             current = data.get(key)
             if current is None and expected:
-                self._out(conn, b"\x00" + expected)
+                self._out(conn, [b"\x00", expected])
             elif current is None or current == expected:
                 data[key] = desired
-                self._out(conn, b"\x00" + desired)
+                self._out(conn, [b"\x00", desired])
                 self._notify(key)
             else:
-                self._out(conn, b"\x00" + current)
+                self._out(conn, [b"\x00", current])
         elif op in (WAIT, MULTI_GET):
             keys = r.fields()
             timeout_ms = r.u64()
@@ -484,14 +765,14 @@ class StoreServer:
         elif op == CHECK:
             keys = r.fields()
             r.end()
-            self._out(conn, b"\x00" + (b"\x01" if all(k in data for k in keys) else b"\x00"))
+            self._out(conn, [b"\x00" + (b"\x01" if all(k in data for k in keys) else b"\x00")])
         elif op == DELETE:
             key = r.field()
             r.end()
-            self._out(conn, b"\x00" + (b"\x01" if data.pop(key, None) is not None else b"\x00"))
+            self._out(conn, [b"\x00" + (b"\x01" if data.pop(key, None) is not None else b"\x00")])
         elif op == NUM_KEYS:
             r.end()
-            self._out(conn, b"\x00" + U64.pack(len(data)))
+            self._out(conn, [b"\x00" + U64.pack(len(data))])
         elif op == MULTI_SET:
             keys = r.fields()
             values = r.fields()
@@ -499,12 +780,12 @@ class StoreServer:
             if len(keys) != len(values):
                 raise ProtocolError(f"multi_set with {len(keys)} keys but {len(values)} values")
             data.update(zip(keys, values))
-            self._out(conn, b"\x00")
+            self._out(conn, [b"\x00"])
             for key in keys:
                 self._notify(key)
         elif op == PING:
             r.end()
-            self._out(conn, b"\x00")
+            self._out(conn, [bytes([ALIVE])])
         else:
             raise ProtocolError(f"unknown operation {op}")
 
@@ -512,29 +793,36 @@ class StoreServer:
         self, conn: _Conn | _Local, op: int, keys: list[bytes], resume: bool = False
     ) -> None:
         if op == GET:
-            self._out(conn, b"\x00" + self._data[keys[0]], resume)
+            self._out(conn, [b"\x00", self._data[keys[0]]], resume)
         elif op == MULTI_GET:
-            self._out(conn, b"\x00" + fields([self._data[k] for k in keys]), resume)
+            values = [self._data[k] for k in keys]
+            size = 5 + sum(4 + len(v) for v in values)
+            if size > self.limits.max_frame_size:
+                message = (
+                    f"The multi_get reply would be {size} bytes, over the TCP store server's "
+                    f"limit of {self.limits.max_frame_size} bytes (max_frame_size); read fewer "
+                    "keys at a time."
+                )
+                self._out(conn, [bytes([VALUE_ERROR]) + message.encode()], resume)
+                return
+            self._out(conn, _value_list(values), resume)
         else:
-            self._out(conn, b"\x00", resume)
+            self._out(conn, [b"\x00"], resume)
 
-    def _out(self, conn: _Conn | _Local, payload: bytes, resume: bool = False) -> None:
+    def _out(self, conn: _Conn | _Local, chunks: list[bytes], resume: bool = False) -> None:
         """Reply to ``conn``: directly for a local caller or from the loop thread, else
         through the outbox (the loop owns every socket)."""
         if isinstance(conn, _Local):
-            conn.reply = payload
+            conn.reply = b"".join(chunks)
             conn.event.set()
         elif threading.get_ident() == self._loop_thread:
-            self._send(conn, payload)
+            self._send(conn, chunks)
             if resume:
                 self._ready.append(conn)
         else:
-            self._outbox.append((conn, payload))
+            self._outbox.append((conn, chunks))
             if len(self._outbox) == 1:
-                try:
-                    self._wake_w.send(b"x")
-                except OSError:
-                    pass
+                self._wake()
 
     def call_local(self, payload: bytes, wait: float | None) -> bytes:
         """Run one request for a store in this process, in the caller's thread.
@@ -544,26 +832,31 @@ class StoreServer:
         local = _Local()
         with self._lock:
             if self._stopping:
-                raise StoreConnectionError("The TCP store server in this process was stopped.")
+                raise self._stopped_error()
             self._dispatch(local, payload)
         if local.reply is None:
-            local.event.wait(wait)
+            local.event.wait(None if wait is None else min(wait, threading.TIMEOUT_MAX))
             with self._lock:
                 if local.reply is None:
                     waiter = local.waiter
                     if waiter is not None and not waiter.done:
                         self._drop_waiter(waiter)
                     if self._stopping:
-                        raise StoreConnectionError(
-                            "The TCP store server in this process was stopped."
-                        )
+                        raise self._stopped_error()
                     return bytes([TIMEOUT])
         return local.reply
+
+    def _stopped_error(self) -> StoreConnectionError:
+        if self.failure is not None:
+            return StoreConnectionError(
+                f"The TCP store server in this process failed: {self.failure!r}"
+            )
+        return StoreConnectionError("The TCP store server in this process was stopped.")
 
     # -- parked reads ----------------------------------------------------------------------
 
     def _park(self, conn: _Conn | _Local, op: int, keys: list[bytes], timeout_ms: int) -> None:
-        deadline = time.monotonic() + min(timeout_ms, 10**12) / 1000
+        deadline = time.monotonic() + min(timeout_ms / 1000, MAX_WAIT_SECONDS)
         waiter = _Waiter(conn, op, keys, deadline)
         conn.waiter = waiter
         self._watch(waiter)
@@ -575,7 +868,7 @@ class StoreServer:
         for key in waiter.keys:
             if key not in self._data:
                 waiter.on = key
-                self._waiters.setdefault(key, []).append(waiter)
+                self._waiters.setdefault(key, {})[waiter] = None
                 return True
         return False
 
@@ -587,7 +880,9 @@ class StoreServer:
             if waiter.done or self._watch(waiter):
                 continue
             waiter.done = True
+            self._dead_timers += 1
             conn = waiter.conn
+            assert conn is not None
             if isinstance(conn, _Local) or threading.get_ident() == self._loop_thread:
                 conn.waiter = None
             # else the loop thread unparks the connection when it sends the reply, so the
@@ -595,31 +890,51 @@ class StoreServer:
             self._answer(conn, waiter.op, waiter.keys, resume=True)
 
     def _drop_waiter(self, waiter: _Waiter) -> None:
-        waiter.done = True
+        """Forget ``waiter`` now; its timer entry stays behind as a tiny tombstone."""
+        if not waiter.done:
+            waiter.done = True
+            self._dead_timers += 1
         if waiter.on is not None:
             parked = self._waiters.get(waiter.on)
             if parked is not None:
-                try:
-                    parked.remove(waiter)
-                except ValueError:
-                    pass
+                parked.pop(waiter, None)
                 if not parked:
                     del self._waiters[waiter.on]
+        waiter.keys = []
+        waiter.conn = None
 
-    def _expire(self) -> None:
-        now = time.monotonic()
+    def _expire(self, now: float) -> None:
         timers = self._timers
         with self._lock:
             while timers and timers[0][0] <= now:
                 waiter = heapq.heappop(timers)[2]
                 if waiter.done:
+                    self._dead_timers = max(0, self._dead_timers - 1)
                     continue
-                self._drop_waiter(waiter)
                 conn = waiter.conn
-                conn.waiter = None
+                self._drop_waiter(waiter)
+                self._dead_timers = max(0, self._dead_timers - 1)
                 if isinstance(conn, _Conn) and conn in self._conns:
-                    self._send(conn, bytes([TIMEOUT]))
+                    conn.waiter = None
+                    self._send(conn, [bytes([TIMEOUT])])
                     self._ready.append(conn)
+
+
+def _value_list(values: list[bytes]) -> list[bytes]:
+    """A multi_get reply as chunks: small pieces joined, big values by reference."""
+    chunks: list[bytes] = []
+    pending = bytearray(b"\x00" + U32.pack(len(values)))
+    for value in values:
+        pending += U32.pack(len(value))
+        if len(value) <= _SMALL_REPLY:
+            pending += value
+        else:
+            chunks.append(bytes(pending))
+            chunks.append(value)
+            pending = bytearray()
+    if pending:
+        chunks.append(bytes(pending))
+    return chunks
 
 
 # -- servers hosted by stores in this process (multi-tenant) -------------------------------
@@ -643,20 +958,18 @@ def acquire_server(
     *,
     bind_host: str | None,
     auth_token: bytes | None,
-    max_frame_size: int,
+    limits: ServerLimits | None,
     multi_tenant: bool,
 ) -> StoreServer:
     """A running server on ``port`` for a hosting store: with ``multi_tenant``, the one
     this process already runs there, if any; otherwise a new one."""
     with _hosted_lock:
         entry = _hosted.get(port) if multi_tenant and port else None
-        if entry is not None:
+        if entry is not None and entry[0].failure is None:
             entry[1] += 1
             server: StoreServer = entry[0]
             return server
-        server = StoreServer(
-            bind_host, port, auth_token=auth_token, max_frame_size=max_frame_size
-        ).start()
+        server = StoreServer(bind_host, port, auth_token=auth_token, limits=limits).start()
         if multi_tenant:
             _hosted[server.port] = [server, 1]
         return server
