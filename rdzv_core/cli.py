@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .registry import PluginInfo, default_registry
 
@@ -38,9 +39,16 @@ def _print_plugins(report: list[PluginInfo]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``rdzv`` parser: core commands plus every loaded plugin's commands."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rdzv", description="Rendezvous for distributed jobs: inspect, serve and join."
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")

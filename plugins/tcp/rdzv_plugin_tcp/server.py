@@ -321,7 +321,8 @@ class StoreServer:
         except BaseException as e:
             self.failure = e
             log.critical("The TCP store server on port %d failed: %r", self.port, e, exc_info=e)
-            raise
+            if self._thread is None:
+                raise  # serve_forever() was called directly: the caller sees the failure
         finally:
             self._close_all()
 
@@ -349,6 +350,9 @@ class StoreServer:
             now = time.monotonic()
             if self._timers and self._timers[0][0] <= now:
                 self._expire(now)
+            if not self._accepting and now >= self._accept_resume:
+                self._accepting = True
+                sel.register(self._listener, selectors.EVENT_READ, None)
             if now >= self._next_tick:
                 self._housekeeping(now)
             if self._outbox:
@@ -394,11 +398,8 @@ class StoreServer:
             pass
 
     def _housekeeping(self, now: float) -> None:
-        """Once per tick: resume accepting, close connections past their deadlines."""
+        """Once per tick: close connections past their deadlines, summarise the log."""
         self._next_tick = now + _TICK
-        if not self._accepting and now >= self._accept_resume:
-            self._accepting = True
-            self._selector.register(self._listener, selectors.EVENT_READ, None)
         limits = self.limits
         for conn in list(self._conns):
             if conn.state != _READY:
@@ -888,6 +889,7 @@ class StoreServer:
             # else the loop thread unparks the connection when it sends the reply, so the
             # connection's later requests cannot overtake it
             self._answer(conn, waiter.op, waiter.keys, resume=True)
+            waiter.keys, waiter.conn, waiter.on = [], None, None  # its timer is a tombstone
 
     def _drop_waiter(self, waiter: _Waiter) -> None:
         """Forget ``waiter`` now; its timer entry stays behind as a tiny tombstone."""
@@ -901,6 +903,7 @@ class StoreServer:
                 if not parked:
                     del self._waiters[waiter.on]
         waiter.keys = []
+        waiter.on = None
         waiter.conn = None
 
     def _expire(self, now: float) -> None:
