@@ -156,6 +156,8 @@ class RendezvousHandler:
         self._member: _Membership | None = None
         self._standby = False
         self._counted_waiting: set[int] = set()
+        self._registered = False
+        self._closed_seen = False
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -215,6 +217,7 @@ class RendezvousHandler:
         return True
 
     def _closed_error(self) -> RendezvousError:
+        self._saw_close()
         if self._standby:
             return RendezvousGracefulExitError(
                 f"The rendezvous '{self._run_id}' is closed, terminating pending rendezvous."
@@ -242,6 +245,7 @@ class RendezvousHandler:
         try:
             with self._guard():
                 self._beat()
+                self._register()  # after the first beat: a listed node has a heartbeat key
                 self._start_heartbeat()
                 self._leave_round()
                 return self._join(deadline)
@@ -359,6 +363,8 @@ class RendezvousHandler:
         if size > 1:
             successor = self._store.get(_r(round_, f"member/{(rank + 1) % size}")).decode()
         bootstrap = self._bootstrap(round_, rank)
+        if self._store.add(_r(round_, "read"), 1) == size:
+            self._store.set(_r(round_, "all_read"), "1")  # a hosting node may now leave
         with self._lock:
             self._member = _Membership(round_, slot, rank, size, successor)
         self._event(EventKind.COMPLETED, round=round_, rank=rank, world_size=size)
@@ -384,6 +390,9 @@ class RendezvousHandler:
     def _wait_for_next_round(self, round_: int, size: int, deadline: float) -> None:
         """Wait, as a waiting or surplus node, until the participants of ``round_`` leave it."""
         self._standby = size >= self._max
+        if round_ not in self._counted_waiting and self._standby:
+            self._store.add(_r(round_, "standby"), 1)
+            self._counted_waiting.add(round_)
         if not self._standby and round_ not in self._counted_waiting:
             self._store.add(_r(round_, "pending"), 1)
             self._counted_waiting.add(round_)
@@ -467,8 +476,18 @@ class RendezvousHandler:
     def num_nodes_waiting(self) -> int:
         """How many changes wait for a re-rendezvous in this node's round: nodes waiting to
         join plus participants lost. Above zero, the participants should call
-        :meth:`next_rendezvous` again."""
-        return self._query(lambda r: self._counter(_r(r, "pending")))
+        :meth:`next_rendezvous` again. Once the run is closed it is 0, and this node
+        stops needing the store (a hosting node may then leave)."""
+        if self._closed_seen:
+            return 0
+
+        def read(round_: int) -> int:
+            if self._store.check(["closed"]):
+                self._saw_close()
+                return 0
+            return self._counter(_r(round_, "pending"))
+
+        return self._query(read)
 
     def lost_nodes(self) -> list[str]:
         """The ids of the participants of this node's round reported lost."""
@@ -497,8 +516,13 @@ class RendezvousHandler:
         return self._query(read)
 
     def is_closed(self) -> bool:
+        if self._closed_seen:
+            return True
         with self._guard():
-            return self._store.check(["closed"])
+            closed = self._store.check(["closed"])
+        if closed:
+            self._saw_close()
+        return closed
 
     def set_closed(self) -> None:
         """Close the run for every node: waiting nodes wake and raise, new ones are refused."""
@@ -508,25 +532,36 @@ class RendezvousHandler:
             self._store.compare_set(_r(round_, "quorum"), "", _CLOSED)
             self._store.compare_set(_r(round_, "final"), "", _CLOSED)
             self._store.set(_r(round_ + 1, "open"), _CLOSED)
+        self._saw_close()
         self._event(EventKind.CLOSED, round=round_)
 
     def shutdown(self) -> bool:
         """Stop heartbeating and close the run for every node (torch's semantics).
 
-        Returns False, with a warning, when the store could not be reached.
+        A node that hosts the store keeps it serving until every live node has seen the
+        close (at most ``close_timeout``). Returns True at once when this node already
+        saw the run closed; False, with a warning, when the store could not be reached.
         """
         self._stop_heartbeat()
-        try:
-            self.set_closed()
-        except RendezvousError as e:
-            log.warning("The rendezvous '%s' could not be shut down: %s", self._run_id, e)
-            return False
+        if not self._closed_seen:
+            try:
+                self.set_closed()
+            except RendezvousError as e:
+                log.warning("The rendezvous '%s' could not be shut down: %s", self._run_id, e)
+                return False
+        self._linger()
         return True
 
     def close(self) -> None:
         """Stop this node's heartbeats and release the store it opened; the run goes on
-        for the others (they see this node as lost once its heartbeat stands still)."""
+        for the others (they see this node as lost once its heartbeat stands still).
+
+        A node that hosts the store first keeps it serving until every participant of
+        its round has read the result and, once the run is closed, until every live node
+        has seen the close (at most ``close_timeout``)."""
         self._stop_heartbeat()
+        self._leave()
+        self._linger()
         if self._owns_store:
             self._raw_store.close()
 
@@ -535,6 +570,101 @@ class RendezvousHandler:
         thread = self._heartbeat
         if thread is not None and thread is not threading.current_thread():
             thread.join(self._settings.heartbeat_timeout.total_seconds())
+
+    # -- leaving: acknowledgements a hosting node waits for ----------------------------------
+
+    def _register(self) -> None:
+        """List this node once in the run (``nodes``, ``node/<i>``) so a hosting node
+        knows whose acknowledgements to wait for."""
+        if not self._registered:
+            index = self._store.add("nodes", 1)
+            self._store.set(f"node/{index}", self._node.id)
+            self._registered = True
+
+    def _done(self, why: str) -> None:
+        """Tell a hosting node that this node needs the store no more."""
+        index = self._store.add("done", 1)
+        self._store.set(f"done/{index}", f"{self._node.id} {why}")
+
+    def _saw_close(self) -> None:
+        """Acknowledge the close once; after it, this node no longer uses the store."""
+        if self._closed_seen:
+            return
+        self._closed_seen = True
+        self._stop.set()  # the run is over: no more heartbeats
+        if self._registered:
+            try:
+                self._done("saw-close")
+            except _STORE_FAILURES as e:
+                log.debug("could not acknowledge the close: %s", e)
+
+    def _leave(self) -> None:
+        if self._registered and not self._closed_seen:
+            self._closed_seen = True  # nothing more to acknowledge
+            try:
+                self._done("left")
+            except _STORE_FAILURES as e:
+                log.debug("could not record leaving: %s", e)
+
+    def _linger(self) -> None:
+        """As the store's host, keep serving until the others are done with it."""
+        if not self._raw_store.is_host:
+            return
+        deadline = time.monotonic() + self._settings.close_timeout.total_seconds()
+        with self._lock:
+            member = self._member
+        try:
+            if member is not None:
+                all_read = _r(member.round, "all_read")
+                if not self._wait_key(all_read, deadline - time.monotonic()):
+                    log.warning(
+                        "rendezvous '%s': leaving before every node read round %d's result "
+                        "(close_timeout %s)", self._run_id, member.round,
+                        self._settings.close_timeout,
+                    )  # fmt: skip
+            if self._store.check(["closed"]):
+                self._await_everyone_done(deadline)
+        except _STORE_FAILURES as e:
+            log.debug("stopped waiting for the other nodes: %s", e)
+
+    def _await_everyone_done(self, deadline: float) -> None:
+        """Wait until every registered node is done (saw the close, or left) or silent
+        (its heartbeat stood still for the liveness window), until ``deadline``."""
+        count = self._counter("nodes")
+        ids = [
+            v.decode() for v in self._store.multi_get([f"node/{i}" for i in range(1, count + 1)])
+        ]
+        waiting = set(ids) - {self._node.id}
+        seen = 0
+        beats: dict[str, tuple[int, float]] = {}
+        window = self._settings.liveness_window.total_seconds()
+        while waiting:
+            done = self._counter("done")
+            if done > seen:
+                keys = [f"done/{i}" for i in range(seen + 1, done + 1)]
+                for entry in self._store.multi_get(keys):
+                    waiting.discard(entry.decode().split(" ", 1)[0])
+                seen = done
+            now = time.monotonic()
+            order = sorted(waiting)
+            values = self._store.multi_get([f"hb/{n}" for n in order]) if order else []
+            for node_id, raw in zip(order, values):
+                beat = int(raw)
+                last = beats.get(node_id)
+                if last is None or last[0] != beat:
+                    beats[node_id] = (beat, now)
+                elif now - last[1] >= window:
+                    waiting.discard(node_id)  # gone without a word: not worth waiting for
+            if not waiting:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning(
+                    "rendezvous '%s': leaving before %d node(s) saw the close: %s",
+                    self._run_id, len(waiting), ", ".join(sorted(waiting)),
+                )  # fmt: skip
+                return
+            self._wait_key(f"done/{seen + 1}", min(remaining, 0.5))
 
 
 class _RoundWatch:

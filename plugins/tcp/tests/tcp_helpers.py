@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import socket
 import struct
 import subprocess
@@ -27,6 +28,38 @@ server = StoreServer("127.0.0.1", 0, limits=ServerLimits(**options),
 print(server.port, flush=True)
 server.serve_forever()
 """
+
+
+class Served:
+    """``rdzv serve`` running as a child process."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        # stderr goes to a file: a pipe nobody reads would fill up and block the server.
+        self.log = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rdzv_core", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("listening on "), f"unexpected: {line!r} {self.stderr()}"
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
 
 
 class ChildServer:
@@ -144,3 +177,78 @@ def wait_until(check: Any, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return bool(check())
+
+
+class Relay:
+    """A loopback TCP relay: each accepted connection is piped to ``upstream`` (which may
+    be changed between connections), and any of them can be cut."""
+
+    def __init__(self, upstream: int) -> None:
+        import threading
+
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.seen = bytearray()
+        self._threading = threading
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.upstream))
+            self.pairs.append((down, up))
+            self._threading.Thread(target=self._pump, args=(down, up), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        import select
+
+        peers = {a: b, b: a}
+        try:
+            while True:
+                readable, _, _ = select.select(list(peers), [], [], 30)
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise OSError("closed")
+                    self.seen += data
+                    peers[sock].sendall(data)
+        except (OSError, ValueError):
+            for sock in (a, b):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def cut(self, index: int) -> None:
+        """Break the ``index``-th connection (both sides)."""
+        for sock in self.pairs[index]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+        for index in range(len(self.pairs)):
+            self.cut(index)
+
+
+def freeze(pid: int) -> None:
+    """SIGSTOP ``pid`` and return once it is stopped (a frozen host: no FIN, no RST)."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+    assert wait_until(stopped, 5, 0.005), "the process did not stop"
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

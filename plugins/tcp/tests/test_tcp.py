@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import resource
-import select
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ import pytest
 import rdzv_plugin_tcp
 from rdzv_plugin_tcp import AuthenticationError, StoreServer, TCPStore
 from rdzv_plugin_tcp.protocol import GET, MAGIC, SET, VERSION, field
+from tcp_helpers import Relay, Served
 
 from rdzv_core import (
     RendezvousConnectionError,
@@ -41,38 +40,6 @@ def params(endpoint: str, **config: str) -> RendezvousParameters:
 def port_is_free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-class Served:
-    """``rdzv serve`` running as a child process."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        # stderr goes to a file: a pipe nobody reads would fill up and block the server.
-        self.log = tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rdzv_core", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.startswith("listening on "), f"unexpected: {line!r} {self.stderr()}"
-        self.port = int(line.rsplit(":", 1)[1])
-
-    def stderr(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(10)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
 
 
 @pytest.fixture
@@ -245,42 +212,6 @@ def test_server_killed_under_a_blocked_get_fails_promptly(served: Served) -> Non
 
 
 # -- authentication ------------------------------------------------------------------------
-
-
-class Relay:
-    """A loopback TCP relay that records every byte exchanged through it."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.upstream = upstream_port
-        self.seen = bytearray()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                down, _ = self.listener.accept()
-            except OSError:
-                return
-            up = socket.create_connection(("127.0.0.1", self.upstream))
-            threading.Thread(target=self._pump, args=(down, up), daemon=True).start()
-
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:
-        peers = {a: b, b: a}
-        while True:
-            readable, _, _ = select.select(list(peers), [], [], 10)
-            for sock in readable:
-                data = sock.recv(65536)
-                if not data:
-                    a.close()
-                    b.close()
-                    return
-                self.seen += data
-                peers[sock].sendall(data)
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def test_auth_accepts_the_right_token_and_the_secret_never_crosses_the_wire(port: int) -> None:
