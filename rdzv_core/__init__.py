@@ -20,6 +20,7 @@ from .errors import (
     StoreConnectionError,
     StoreError,
     StoreTimeoutError,
+    describe_error,
 )
 from .events import EventKind, RendezvousEvent
 from .hookspecs import hookimpl
@@ -64,6 +65,7 @@ __all__ = [
     "Token",
     "create_backend",
     "create_store",
+    "describe_error",
     "hookimpl",
     "is_local_host",
     "parse_endpoint",

@@ -92,4 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = run(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a bug: say so in one line unless asked for the traceback
+        if args.verbose > 1:
+            raise
+        print(
+            f"rdzv: internal error: {type(e).__name__}: {e} (rerun with -vv for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return status

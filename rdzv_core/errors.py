@@ -19,6 +19,7 @@ __all__ = [
     "StoreConnectionError",
     "StoreError",
     "StoreTimeoutError",
+    "describe_error",
 ]
 
 CONNECTION_FAILED = "The connection to the C10d store has failed. See inner exception for details."
@@ -66,3 +67,26 @@ class PluginLoadError(ImportError):
 
 class PluginConflictError(ValueError):
     """Two distributions declare the same store type name."""
+
+
+def describe_error(error: BaseException, max_causes: int = 3) -> str:
+    """``error`` for a person: its type and message, then the chained causes that add
+    something (``caused by: ...``, at most ``max_causes``), then any hints attached as
+    notes (``hint: ...``)."""
+    lines = [f"{type(error).__name__}: {error}"]
+    notes = list(getattr(error, "__notes__", []))
+    said = [str(error)]
+    shown = 0
+    cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    seen = {id(error)}
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        notes += getattr(cause, "__notes__", [])
+        text = str(cause)
+        if text and not any(text in earlier for earlier in said) and shown < max_causes:
+            lines.append(f"  caused by: {type(cause).__name__}: {text}")
+            said.append(text)
+            shown += 1
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    lines += [f"  hint: {note}" for note in notes]
+    return "\n".join(lines)

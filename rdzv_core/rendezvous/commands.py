@@ -7,9 +7,11 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from ..errors import RendezvousError
+from ..errors import PluginLoadError, RendezvousError, StoreError, describe_error
 from ..params import RendezvousParameters
 from .settings import parse_config, parse_nnodes
 
@@ -57,9 +59,35 @@ def _params(args: argparse.Namespace, low: int, high: int, **extra: str) -> Rend
     )
 
 
-def _fail(message: str, code: int = 1) -> int:
-    print(f"rdzv: {message}", file=sys.stderr)
-    return code
+def _fail(error: BaseException) -> int:
+    """Report ``error`` on stderr; 2 for bad input (a usage error), else 1."""
+    print(f"rdzv: {describe_error(error)}", file=sys.stderr)
+    return 2 if isinstance(error, (ValueError, TypeError)) else 1
+
+
+_FAILURES = (ValueError, TypeError, RendezvousError, StoreError, PluginLoadError, OSError)
+
+
+@contextmanager
+def _connecting(args: argparse.Namespace) -> Iterator[None]:
+    """Say on stderr, every few seconds, that we are still connecting to the store."""
+    done = threading.Event()
+    started = time.monotonic()
+
+    def report() -> None:
+        while not done.wait(2.0):
+            print(
+                f"rdzv: connecting to the {args.store_type} store at {args.endpoint} "
+                f"({time.monotonic() - started:.0f} s so far)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    threading.Thread(target=report, daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 def _join(args: argparse.Namespace) -> int:
@@ -68,9 +96,10 @@ def _join(args: argparse.Namespace) -> int:
     try:
         low, high = parse_nnodes(args.nnodes)
         params = _params(args, low, high)
-        handler = create_handler(params)
-    except (ValueError, RendezvousError) as e:
-        return _fail(f"{e}{': ' + str(e.__cause__) if e.__cause__ else ''}", 2)
+        with _connecting(args):
+            handler = create_handler(params)
+    except _FAILURES as e:
+        return _fail(e)
     done = threading.Event()
     started = time.monotonic()
     join_timeout = handler.settings.join_timeout.total_seconds()
@@ -97,8 +126,8 @@ def _join(args: argparse.Namespace) -> int:
         info = handler.next_rendezvous()
     except RendezvousError as e:
         done.set()
-        cause = f" ({e.__cause__})" if e.__cause__ else ""
-        return _fail(f"{type(e).__name__}: {e}{cause}")
+        handler.close()
+        return _fail(e)
     finally:
         done.set()
     print(
@@ -125,13 +154,14 @@ def _state(args: argparse.Namespace) -> int:
     from .inspect import describe_run, read_run
 
     try:
-        store = create_store(_params(args, 1, 1, is_host="false"))
-    except (ValueError, RendezvousError) as e:
-        return _fail(f"{e}{': ' + str(e.__cause__) if e.__cause__ else ''}", 2)
+        with _connecting(args):
+            store = create_store(_params(args, 1, 1, is_host="false"))
+    except _FAILURES as e:
+        return _fail(e)
     try:
         run = read_run(store, args.run_id)
-    except RendezvousError as e:
-        return _fail(f"{e}: {e.__cause__}")
+    except _FAILURES as e:
+        return _fail(e)
     finally:
         store.close()
     print(json.dumps(run, indent=2) if args.json else describe_run(run))
@@ -141,4 +171,7 @@ def _state(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.nodes, args.store_type)
+    try:
+        return run_demo(args.nodes, args.store_type)
+    except _FAILURES as e:
+        return _fail(e)

@@ -225,3 +225,22 @@ def test_tls_with_client_certificates(tmp_path: Path, prefix: str) -> None:
             EtcdStore("127.0.0.1", server.port, prefix=prefix, timeout=timedelta(seconds=1))
     finally:
         server.stop()
+
+
+def test_rdzv_commands_against_an_unreachable_etcd_fail_cleanly() -> None:
+    import subprocess
+    import sys
+
+    port = free_port()
+    target = ["--endpoint", f"127.0.0.1:{port}", "--run-id", "r", "--config", "read_timeout=2"]
+    for command in (["state"], ["join", "--nnodes", "2"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "rdzv_core", *command, "--store-type", "etcd", *target],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert "rdzv: RendezvousConnectionError" in proc.stderr
+        assert "caused by: StoreConnectionError: Could not reach etcd" in proc.stderr
+        assert "Traceback" not in proc.stderr

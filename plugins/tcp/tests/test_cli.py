@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from rdzv_plugin_tcp import TCPStore
@@ -68,12 +69,39 @@ def test_rdzv_state_of_an_unknown_run_and_unreachable_store(port: int) -> None:
         assert "no rendezvous state" in out
     finally:
         host.close()
+    start = time.monotonic()
     proc = rdzv(
-        "state", "--endpoint", f"127.0.0.1:{port}", "--run-id", "x", "--config", "read_timeout=1"
+        "state", "--endpoint", f"127.0.0.1:{port}", "--run-id", "x", "--config", "read_timeout=3"
     )
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2
-    assert "The connection to the C10d store has failed" in err and "Could not connect" in err
+    assert proc.returncode == 1, "a store that cannot be reached is a run-time failure"
+    assert time.monotonic() - start < 3 + 5
+    lines = err.splitlines()
+    assert f"rdzv: connecting to the tcp store at 127.0.0.1:{port} (2 s so far)" in lines[0]
+    assert "rdzv: RendezvousConnectionError: The connection to the C10d store has failed." in err
+    assert "caused by: StoreConnectionError: Could not connect" in err
+    assert "details.:" not in err and "Traceback" not in err
+
+
+def run_to_end(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    proc = rdzv(*args, env=env)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and "details.:" not in err, err
+    return proc.returncode, err
+
+
+def test_cli_exit_codes_and_messages_for_bad_input_and_unreachable_stores(tmp_path: Path) -> None:
+    code, err = run_to_end("demo", "--store-type", "nosuch")
+    assert code == 2 and "Invalid store type given. Currently only supports" in err
+    code, err = run_to_end("demo", "--store-type", "etcd", env={"RDZV_PLUGINS": "tcp"})
+    assert code == 2 and "hint: Store type 'etcd' is installed but not in RDZV_PLUGINS=tcp" in err
+    missing = str(tmp_path / "no" / "such" / "dir" / "store")
+    code, err = run_to_end("state", "--store-type", "file", "--endpoint", missing, "--run-id", "r")
+    assert code == 1 and "caused by: StoreConnectionError" in err and missing in err
+    code, err = run_to_end("nosuchcommand")
+    assert code == 2 and len(err.splitlines()) == 1 and "invalid choice" in err
+    code, err = run_to_end("join", "--endpoint", "h:1", "--run-id", "r")
+    assert code == 2 and "the following arguments are required: --nnodes" in err
 
 
 def test_rdzv_join_rejects_bad_input() -> None:
