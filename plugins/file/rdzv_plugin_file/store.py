@@ -41,6 +41,20 @@ _POLL_FIRST = 0.0005
 _POLL_MAX = 0.008  # a waiter notices a write within about this long
 
 
+def _fsync_directory(directory: str) -> None:
+    """Make a rename in ``directory`` durable (best effort)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 class FileStore(Store):
     """A store in the file at ``path`` (created, owner-only, if missing).
 
@@ -72,7 +86,7 @@ class FileStore(Store):
         self._size = 0  # file size when last read (beyond _offset: a torn write)
         self._fd = self._open(create=True)
         with self._locked():
-            pass
+            self._remove_stale_compactions()
 
     def __repr__(self) -> str:
         return f"FileStore({self.path!r})"
@@ -186,18 +200,28 @@ class FileStore(Store):
         ):
             self._compact()
 
-    def _compact(self) -> None:
-        """Rewrite the live data to a new file and rename it over this one (lock held)."""
+    def _compact_prefix(self) -> tuple[str, str]:
         directory, name = os.path.split(self.path)
-        temp = os.path.join(directory, f".{name}.compact-{os.getpid()}-{threading.get_ident()}")
+        return directory or ".", f".{name}.compact-"
+
+    def _compact(self) -> None:
+        """Rewrite the live data to a new file and rename it over this one (lock held).
+
+        The new file is written completely and fsynced before the rename; if any of that
+        fails (disk full, say), the new file is removed and the old one stays as it was.
+        """
+        directory, prefix = self._compact_prefix()
+        temp = os.path.join(directory, f"{prefix}{os.getpid()}-{threading.get_ident()}")
         mode = stat.S_IMODE(os.fstat(self._fd).st_mode)
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         except OSError:
             return  # the directory is not writable: keep appending to the big file
+        data = HEADER + encode((SET, k, v) for k, v in self._values.items())
         try:
-            data = HEADER + encode((SET, k, v) for k, v in self._values.items())
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
             os.replace(temp, self.path)
         except OSError:
@@ -208,11 +232,29 @@ class FileStore(Store):
                 pass
             return
         os.close(fd)
+        _fsync_directory(directory)
         old = self._fd
         self._fd = self._open(create=False)
         # Closing the old descriptor releases its lock; waiters see it was unlinked and reopen.
         os.close(old)
         self._offset = self._size = len(data)
+
+    def _remove_stale_compactions(self) -> None:
+        """Delete compaction files left by a process killed mid-compaction (lock held).
+
+        A compaction runs entirely under the lock of the live file, which this process
+        holds now: any compaction file of this store that exists is nobody's.
+        """
+        directory, prefix = self._compact_prefix()
+        try:
+            names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+        except OSError:
+            return
+        for stale in names:
+            try:
+                os.unlink(os.path.join(directory, stale))
+            except OSError:
+                pass
 
     def _signature(self) -> tuple[int, int, int]:
         with self._lock:

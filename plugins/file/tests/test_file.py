@@ -13,6 +13,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -311,3 +312,92 @@ def test_path_that_cannot_be_opened(tmp_path: Path, where: str) -> None:
         create_backend(params(path))
     assert str(info.value) == MESSAGE
     assert info.value.__cause__ is not None
+
+
+COMPACTING_WRITER = """
+    import sys
+    from rdzv_plugin_file import FileStore
+    store = FileStore(sys.argv[1], compact_threshold=64 * 1024)
+    i = 0
+    while True:
+        store.set(f"k{i % 8}", str(i) * 2000)  # overwrites: a compaction every few writes
+        print(i, flush=True)
+        i += 1
+"""
+
+
+def test_writers_killed_mid_compaction_leave_no_stale_files(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    rng = random.Random(99)
+    last = -1
+    for _ in range(30):
+        proc = run_python(COMPACTING_WRITER, str(path))
+        assert proc.stdout is not None and proc.stdout.readline()
+        time.sleep(rng.uniform(0, 0.05))
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+        last = max([last, *(int(x) for x in out.split())])
+    planted = tmp_path / ".store.compact-4242-1"
+    planted.write_bytes(b"left by a crash")
+    other = tmp_path / ".other.compact-4242-1"  # another store's: not ours to remove
+    other.write_bytes(b"x")
+    store = FileStore(path)
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".store.compact-"))
+    assert leftovers == [], f"stale compaction files survived an open: {leftovers}"
+    assert other.exists()
+    assert store.num_keys() == 8
+    store.close()
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs mounted for the test (the tests run as root)."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_filesystem_loses_no_acknowledged_write(small_filesystem: Path) -> None:
+    """Fill the filesystem while writing and compacting: every write that returned is
+    there afterwards with its last acknowledged value, and no failed write is."""
+    path = small_filesystem / "store"
+    store = FileStore(path, compact_threshold=64 * 1024)
+    filler = small_filesystem / "filler"
+    rng = random.Random(7)
+    acknowledged: dict[str, bytes] = {}
+    failures = 0
+    with open(filler, "wb", buffering=0) as f:
+        for step in range(3000):
+            if step % 300 == 0:  # space comes back, then runs out again as the filler grows
+                os.ftruncate(f.fileno(), 0)
+                f.seek(0)
+            key = f"k{rng.randrange(12)}"
+            value = os.urandom(rng.randrange(100, 40_000))
+            try:
+                store.set(key, value)
+                acknowledged[key] = value
+            except StoreError:
+                failures += 1
+            try:
+                f.write(b"\0" * 8 * 1024)
+            except OSError:
+                pass
+            if step % 25 == 0 and acknowledged:  # read back through another client
+                reader = FileStore(path, timeout=timedelta(seconds=1))
+                keys = sorted(acknowledged)
+                assert reader.multi_get(keys) == [acknowledged[k] for k in keys], f"step {step}"
+                reader.close()
+    assert failures > 0, "the filesystem never filled up"
+    reopened = FileStore(path)
+    for key, value in acknowledged.items():
+        assert reopened.get(key) == value, f"{key}: the last acknowledged value was lost"
+    assert reopened.num_keys() == len(acknowledged)
+    assert not [p for p in small_filesystem.iterdir() if ".compact-" in p.name]
+    store.set("after", "ok")
+    assert reopened.get("after") == b"ok"
+    store.close()
+    reopened.close()
