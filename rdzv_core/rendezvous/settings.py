@@ -25,7 +25,8 @@ class HandlerSettings:
 
     ``join_timeout`` (600): how long ``next_rendezvous`` may take. ``last_call_timeout``
     (30): how long a round with at least ``min_nodes`` waits for more before completing.
-    ``close_timeout`` (30): how long ``set_closed`` may take. ``heartbeat_timeout`` (5): how
+    ``close_timeout`` (30): how long a node hosting the store keeps it serving for the others
+    as it leaves (``close``/``shutdown``). ``heartbeat_timeout`` (5): how
     long one keep-alive may take. ``keep_alive_interval`` (5) and ``keep_alive_max_attempt``
     (3): a node is beaten every interval and declared lost once its heartbeat has not moved
     for interval x max_attempt (15 s).

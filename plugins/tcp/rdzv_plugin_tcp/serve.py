@@ -164,8 +164,7 @@ def serve(args: argparse.Namespace) -> int:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(min(root.level, logging.INFO))
-    logging.getLogger("rdzv_plugin_tcp").setLevel(logging.INFO)
+    root.setLevel(min(root.level, logging.INFO))  # INFO at least; -vv gives DEBUG
     try:
         token = (
             read_token_file(args.auth_token_file)

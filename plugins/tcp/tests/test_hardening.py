@@ -5,6 +5,7 @@ and returns to its baseline of memory and descriptors."""
 from __future__ import annotations
 
 import os
+import re
 import resource
 import signal
 import socket
@@ -345,13 +346,13 @@ def test_descriptor_exhaustion_pauses_accepting_without_spinning() -> None:
 
 def test_rdzv_serve_with_an_unread_stderr_pipe_stays_responsive() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rdzv_core", "-v", "serve", "--port", "0"],
+        [sys.executable, "-m", "rdzv_core", "-vv", "serve", "--port", "0"],  # a line per client
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,  # never read: the pipe fills after ~64 KiB
+        stderr=subprocess.PIPE,  # not read until the end: the pipe fills after ~64 KiB
         text=True,
     )
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         port = int(proc.stdout.readline().rsplit(":", 1)[1])
         for i in range(1500):
             sock = socket.create_connection(("127.0.0.1", port))
@@ -359,9 +360,27 @@ def test_rdzv_serve_with_an_unread_stderr_pipe_stays_responsive() -> None:
                 sock.sendall(b"GET / HTTP/1.1\r\n\r\n" + b"x" * 200)  # a warning each
             sock.close()
         assert_serves(port, within=1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert re.search(r"\(\d+ log lines dropped: stderr was not being read\)", err), err[-500:]
     finally:
-        proc.kill()
-        proc.wait()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_server_side_connections_use_tcp_keepalive(port: int) -> None:
+    server = StoreServer("127.0.0.1", port).start()
+    try:
+        client = TCPStore("127.0.0.1", port)
+        client.num_keys()
+        (conn,) = server._conns  # the one accepted connection
+        assert conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
+        client.close()
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize(
