@@ -14,6 +14,7 @@ import etcd_latency  # noqa: E402
 import file_store  # noqa: E402
 import import_time  # noqa: E402
 import rendezvous  # noqa: E402
+import soak  # noqa: E402
 import tcp_latency  # noqa: E402
 
 
@@ -27,6 +28,7 @@ def main() -> None:
         file_store.main(),
         etcd_latency.main(),
         rendezvous.main(),
+        soak.main(),
     ]
     with open("results.md", "w") as f:
         f.write("\n\n".join(parts) + "\n")

@@ -65,36 +65,50 @@ def hello_reply(server_id: bytes, max_frame_size: int, nonce: bytes | None) -> b
 
 
 class Reader:
-    """Reads fields from one frame's payload; any overrun is a ProtocolError."""
+    """Reads fields from one frame's payload; any overrun is a ProtocolError.
+
+    The payload may be a memoryview of a receive buffer: every field comes back as its own
+    ``bytes`` (one copy), so nothing read keeps the buffer pinned.
+    """
 
     __slots__ = ("data", "pos")
 
-    def __init__(self, data: bytes, pos: int = 0) -> None:
+    def __init__(self, data: bytes | memoryview, pos: int = 0) -> None:
         self.data = data
         self.pos = pos
 
-    def _take(self, size: int) -> bytes:
+    def _need(self, size: int) -> int:
         end = self.pos + size
         if end > len(self.data):
             raise ProtocolError(f"frame truncated: needed {end} bytes, have {len(self.data)}")
-        chunk = self.data[self.pos : end]
+        return end
+
+    def _take(self, size: int) -> bytes:
+        end = self._need(size)
+        chunk = bytes(self.data[self.pos : end])
         self.pos = end
         return chunk
 
-    def u32(self) -> int:
-        value: int = U32.unpack(self._take(4))[0]
+    def _unpack(self, fmt: struct.Struct) -> int:
+        end = self._need(fmt.size)
+        value: int = fmt.unpack_from(self.data, self.pos)[0]
+        self.pos = end
         return value
+
+    def u32(self) -> int:
+        return self._unpack(U32)
 
     def u64(self) -> int:
-        value: int = U64.unpack(self._take(8))[0]
-        return value
+        return self._unpack(U64)
 
     def i64(self) -> int:
-        value: int = I64.unpack(self._take(8))[0]
-        return value
+        return self._unpack(I64)
 
     def u8(self) -> int:
-        return self._take(1)[0]
+        end = self._need(1)
+        value = self.data[self.pos]
+        self.pos = end
+        return value
 
     def field(self) -> bytes:
         return self._take(self.u32())

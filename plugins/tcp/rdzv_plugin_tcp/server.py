@@ -582,10 +582,9 @@ class StoreServer:
             end = pos + 4 + size
             if len(buf) < end:
                 break
-            payload = bytes(buf[pos + 4 : end])
-            pos = end
+            start, pos = pos + 4, end
             try:
-                self._handle(conn, payload)
+                self._handle_frame(conn, buf, start, end)
             except ProtocolError as e:
                 self._close(conn, f"malformed frame: {e}")
                 return
@@ -605,6 +604,15 @@ class StoreServer:
             self._resume_paused()
         if conn in self._conns:
             self._set_events(conn)
+
+    def _handle_frame(self, conn: _Conn, buf: bytearray, start: int, end: int) -> None:
+        """Handle the frame in ``buf[start:end]`` without copying it out first; the view
+        is released before the buffer may be resized."""
+        payload = memoryview(buf)[start:end]
+        try:
+            self._handle(conn, payload)
+        finally:
+            payload.release()
 
     def _oversized(self, conn: _Conn, head: bytes, size: int) -> None:
         """Answer a frame over the limit with an error naming both sizes."""
@@ -677,7 +685,7 @@ class StoreServer:
 
     # -- requests --------------------------------------------------------------------------
 
-    def _handle(self, conn: _Conn, payload: bytes) -> None:
+    def _handle(self, conn: _Conn, payload: memoryview) -> None:
         if conn.state == _READY:
             with self._lock:
                 self._dispatch(conn, payload)
@@ -703,13 +711,13 @@ class StoreServer:
                 self._send(conn, [hello_reply(self.server_id, self.max_frame_size, conn.nonce)])
         else:
             assert self._token is not None
-            if verify(self._token, conn.nonce, payload):
+            if verify(self._token, conn.nonce, bytes(payload)):
                 conn.state = _READY
                 self._send(conn, [b"\x00"])
             else:
                 self._refuse(conn, "authentication failed: wrong token")
 
-    def _dispatch(self, conn: _Conn | _Local, payload: bytes) -> None:
+    def _dispatch(self, conn: _Conn | _Local, payload: bytes | memoryview) -> None:
         if not payload:
             raise ProtocolError("empty request")
         op = payload[0]
