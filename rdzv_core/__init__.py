@@ -20,6 +20,7 @@ from .errors import (
     StoreConnectionError,
     StoreError,
     StoreTimeoutError,
+    UnknownOptionWarning,
     describe_error,
 )
 from .events import EventKind, RendezvousEvent
@@ -63,6 +64,7 @@ __all__ = [
     "StoreTimeoutError",
     "StoreType",
     "Token",
+    "UnknownOptionWarning",
     "create_backend",
     "create_store",
     "describe_error",

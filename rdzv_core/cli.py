@@ -37,6 +37,12 @@ def _print_plugins(report: list[PluginInfo]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+    for p in report:
+        if p.status == "ok" and (p.options or p.default_read_timeout):
+            print(f"\n{p.name} options (besides the rendezvous options):")
+            print(f"  read_timeout  default {p.default_read_timeout} s")
+            for key, help_text in sorted(p.options.items()):
+                print(f"  {key}  {help_text}")
 
 
 class _Parser(argparse.ArgumentParser):

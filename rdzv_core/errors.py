@@ -19,6 +19,7 @@ __all__ = [
     "StoreConnectionError",
     "StoreError",
     "StoreTimeoutError",
+    "UnknownOptionWarning",
     "describe_error",
 ]
 
@@ -59,6 +60,10 @@ class StoreTimeoutError(StoreError, TimeoutError):
 
 class StoreConnectionError(StoreError, ConnectionError):
     """The store's server or medium could not be reached, or the connection was lost."""
+
+
+class UnknownOptionWarning(UserWarning):
+    """A rendezvous config key that neither the rendezvous nor the store type reads."""
 
 
 class PluginLoadError(ImportError):

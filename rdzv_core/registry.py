@@ -1,19 +1,27 @@
 """Plugin discovery and dispatch: store types by name, loaded lazily and in isolation.
 
-Store type names come from the ``rdzv`` entry-point group without importing anything; a
-plugin is imported the first time its store type is needed, in a guarded loop, so a
-broken plugin only breaks its own store type. Two distributions declaring one name is a
-conflict reported with both; nothing silently wins.
+What each call imports:
+
+- ``create_store`` / ``create_backend`` / ``create_handler``: only the plugin of the store
+  type asked for (names come from package metadata, without importing anything).
+- ``store_types()``, ``plugins()``, ``rdzv plugins`` and the ``rdzv`` command's parser:
+  every allowed plugin module (cheap by contract: a plugin module imports no client,
+  server or heavy library; ``StoreType.create_store`` does that, when called).
+
+Plugins load in a guarded loop, so a broken plugin only breaks its own store type. Two
+distributions declaring one name is a conflict reported with both; nothing silently wins.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import logging
 import os
 import threading
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -27,7 +35,8 @@ from .errors import (
     PluginConflictError,
     PluginLoadError,
     RendezvousConnectionError,
-    StoreError,
+    RendezvousError,
+    UnknownOptionWarning,
 )
 from .events import EventKind, RendezvousEvent
 from .params import RendezvousParameters
@@ -76,6 +85,7 @@ class PluginInfo:
     description: str | None = None
     capabilities: tuple[str, ...] = ()
     default_read_timeout: int | None = None
+    options: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +97,7 @@ class PluginInfo:
             "description": self.description,
             "capabilities": list(self.capabilities),
             "default_read_timeout": self.default_read_timeout,
+            "options": dict(self.options),
         }
 
 
@@ -358,6 +369,7 @@ class Registry:
             description=store_type.description,
             capabilities=tuple(sorted(c.value for c in store_type.capabilities)),
             default_read_timeout=store_type.default_read_timeout,
+            options=dict(store_type.options),
         )
 
     def load_all(self) -> pluggy.PluginManager:
@@ -381,9 +393,11 @@ class Registry:
     def create_store(self, params: RendezvousParameters) -> Store:
         """Open the store ``params`` describe, through its store type's plugin.
 
-        Connection failures (StoreError, OSError, TimeoutError) become
-        RendezvousConnectionError with the cause chained; configuration errors stay
-        ValueError. Emits ``store_created`` or ``failure``.
+        The plugin gets a copy of ``params`` with ``read_timeout`` validated and filled in.
+        Config keys nobody reads get an :class:`UnknownOptionWarning`. A ``ValueError`` or
+        ``RendezvousError`` from the plugin reaches the caller unchanged; any other failure
+        becomes ``RendezvousConnectionError`` with the cause chained. Emits
+        ``store_created`` or ``failure``.
         """
         raw = params.get("store_type", "tcp")
         if not isinstance(raw, str):
@@ -394,11 +408,17 @@ class Registry:
         name = raw.strip().lower()
         try:
             store_type = self.get(name)
-            parse_read_timeout(params, store_type.default_read_timeout)
+            seconds = parse_read_timeout(params, store_type.default_read_timeout)
+            warn_unknown_options(params, store_type)
+            resolved = copy.copy(params)
+            resolved.config = {**params.config, "read_timeout": str(seconds)}
             try:
-                store = store_type.create_store(params)
-            except (StoreError, OSError, TimeoutError) as e:
+                store = store_type.create_store(resolved)
+            except (ValueError, RendezvousError):
+                raise
+            except Exception as e:
                 raise RendezvousConnectionError(CONNECTION_FAILED) from e
+            _give_capabilities(store, store_type)
         except Exception as e:
             self.emit(
                 RendezvousEvent(
@@ -430,6 +450,65 @@ class Registry:
                 )
             )
             raise
+
+
+#: Config keys the rendezvous itself reads, whatever the store type.
+CORE_OPTIONS = {
+    "store_type": "the store type (default tcp)",
+    "read_timeout": "seconds a blocking store read waits (default: the store type's)",
+    "is_host": "true: this node hosts the store; false: it only connects (store types with a host)",
+    "join_timeout": "seconds next_rendezvous may take (600)",
+    "last_call_timeout": "seconds a round with min_nodes waits for more (30)",
+    "close_timeout": "seconds a hosting node keeps its store up for the others as it leaves (30)",
+    "heartbeat_timeout": "seconds one keep-alive may take (5)",
+    "keep_alive_interval": "seconds between heartbeats (5)",
+    "keep_alive_max_attempt": "missed heartbeats before a node counts as lost (3)",
+    "use_agent_store": "torchrun: whether workers reuse the agent's store (rdzv-torch)",
+}
+#: Keys launchers add on their own (torchrun: "timeout", and "rank" for static runs).
+LAUNCHER_OPTIONS = frozenset({"timeout", "rank"})
+
+
+def warn_unknown_options(params: RendezvousParameters, store_type: StoreType) -> None:
+    """Warn about each config key that neither the rendezvous nor ``store_type`` reads."""
+    known = [*CORE_OPTIONS, *store_type.options]
+    for key in params.config:
+        if key in known or key in LAUNCHER_OPTIONS:
+            continue
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        warnings.warn(
+            f"The rendezvous option '{key}' is not read by the rendezvous or by store type "
+            f"'{store_type.name}' and has no effect; {hint}"
+            f"(known options: {', '.join(sorted(known))})",
+            UnknownOptionWarning,
+            stacklevel=4,
+        )
+
+
+def _give_capabilities(store: Store, store_type: StoreType) -> None:
+    """Give ``store`` its store type's capabilities. A store whose capabilities depend on
+    its configuration may set fewer on the instance; a class that declares others than
+    its store type is an error (one fact, declared twice, disagreeing)."""
+    declared = store_type.capabilities
+    own = vars(store).get("capabilities")
+    if own is not None:
+        if not own <= declared:
+            raise TypeError(
+                f"A store of type '{store_type.name}' claims capabilities "
+                f"{sorted(map(str, own - declared))} that StoreType(capabilities=...) does not "
+                "declare."
+            )
+        return
+    in_class = type(store).capabilities
+    if in_class and in_class != declared:
+        raise TypeError(
+            f"Store type '{store_type.name}' declares capabilities {sorted(map(str, declared))} "
+            f"but its store class {type(store).__name__} declares "
+            f"{sorted(map(str, in_class))}. Declare them once, in StoreType(capabilities=...), "
+            "and remove the class attribute."
+        )
+    store.capabilities = declared  # type: ignore[misc]
 
 
 def store_type_name(params: RendezvousParameters) -> str:

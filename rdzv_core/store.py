@@ -2,94 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import ClassVar, TypeAlias
+from typing import ClassVar
 
 from .capability import Capability
-from .errors import StoreTimeoutError
+from .storekit import Value, as_timeout, check_key, check_keys, check_multi_set
 
-__all__ = [
-    "PrefixStore",
-    "Store",
-    "Value",
-    "add_to_value",
-    "as_timeout",
-    "check_key",
-    "check_keys",
-    "check_multi_set",
-    "timeout_error",
-    "to_bytes",
-]
-
-Value: TypeAlias = str | bytes | bytearray | memoryview
-
-_INT64_MIN = -(2**63)
-_DECIMAL = re.compile(rb"\s*[+-]?[0-9]+\s*")
-
-
-def to_bytes(value: Value) -> bytes:
-    """``value`` as bytes: str is UTF-8 encoded; any other type is a TypeError."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"A store value must be str or bytes, not {type(value).__name__}.")
-
-
-def check_key(key: object) -> str:
-    """``key`` itself when it is a str; any other type is a TypeError."""
-    if not isinstance(key, str):
-        raise TypeError(f"A store key must be a str, not {type(key).__name__}.")
-    return key
-
-
-def check_keys(keys: Sequence[str]) -> list[str]:
-    """``keys`` as a list of str; a bare str (a common slip for ``[key]``) is a TypeError."""
-    if isinstance(keys, (str, bytes)):
-        raise TypeError("Store keys must be a list of str, not a single key.")
-    return [check_key(k) for k in keys]
-
-
-def as_timeout(timeout: timedelta | float | None, default: timedelta) -> timedelta:
-    """A timeout given as a timedelta or seconds (None means ``default``); must be >= 0."""
-    if timeout is None:
-        return default
-    if isinstance(timeout, bool) or not isinstance(timeout, (timedelta, int, float)):
-        raise TypeError(f"A timeout must be a timedelta or seconds, not {type(timeout).__name__}.")
-    result = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
-    if result < timedelta(0):
-        raise ValueError(f"A timeout must not be negative, got {result}.")
-    return result
-
-
-def timeout_error(keys: Sequence[str], timeout: timedelta) -> StoreTimeoutError:
-    """The error a blocking read raises after waiting ``timeout`` for ``keys``."""
-    millis = round(timeout.total_seconds() * 1000)
-    return StoreTimeoutError(f"Timed out after {millis} ms waiting for keys: {', '.join(keys)}")
-
-
-def add_to_value(key: str, current: bytes | None, amount: int) -> int:
-    """The counter value after adding ``amount`` to ``current`` (absent counts as 0).
-
-    Values are ASCII decimal; the sum wraps at signed 64 bits like torch's stores. A value
-    that is not a decimal integer is a ValueError naming the key.
-    """
-    if isinstance(amount, bool) or not isinstance(amount, int):
-        raise TypeError(f"The amount to add must be an int, not {type(amount).__name__}.")
-    if current is None:
-        base = 0
-    elif _DECIMAL.fullmatch(current):
-        base = int(current)
-    else:
-        shown = current[:40] + (b"..." if len(current) > 40 else b"")
-        raise ValueError(
-            f"Cannot add to key {key!r}: its value {shown!r} is not a decimal integer."
-        )
-    return (base + amount - _INT64_MIN) % 2**64 + _INT64_MIN
+__all__ = ["PrefixStore", "Store"]
 
 
 class Store(ABC):
@@ -192,20 +114,6 @@ class Store(ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def check_multi_set(keys: Sequence[str], values: Sequence[Value]) -> tuple[list[str], list[bytes]]:
-    """``keys`` and ``values`` checked and converted; unequal lengths are a ValueError."""
-    keys = check_keys(keys)
-    if isinstance(values, (str, bytes)):
-        raise TypeError("multi_set values must be a list, not a single value.")
-    converted = [to_bytes(v) for v in values]
-    if len(keys) != len(converted):
-        raise ValueError(
-            f"multi_set needs as many values as keys, got {len(keys)} keys and "
-            f"{len(converted)} values."
-        )
-    return keys, converted
 
 
 class PrefixStore(Store):

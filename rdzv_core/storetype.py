@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from .capability import Capability
 from .params import RendezvousParameters
@@ -16,10 +17,24 @@ __all__ = ["StoreType"]
 class StoreType:
     """A store type: its name, what it offers, and how to open a store of it.
 
-    ``create_store(params)`` opens (or hosts) the store that ``params`` describe, with
-    ``params.config["read_timeout"]`` already validated by the registry; it raises
-    whatever it raises, and the registry turns failures into
-    ``RendezvousConnectionError``. Keep imports of clients and servers inside it.
+    Each fact is declared here once:
+
+    - ``name``: must equal the name of the plugin's entry point (the registry checks it).
+    - ``description``: one line, shown by ``rdzv plugins``.
+    - ``create_store(params)``: opens (or hosts) the store ``params`` describe. The registry
+      hands it a copy of ``params`` whose ``read_timeout`` is validated and always present
+      (``default_read_timeout`` when the user gave none): read it with
+      :func:`rdzv_core.storekit.read_timeout`. A ``ValueError`` (bad configuration) or a
+      ``RendezvousError`` it raises reaches the caller unchanged; any other exception
+      becomes ``RendezvousConnectionError`` with the exception as its cause. Keep imports
+      of clients, servers and their libraries inside it.
+    - ``default_read_timeout``: seconds, when the user sets no ``read_timeout``.
+    - ``capabilities``: what the stores can do beyond the basic contract. The registry
+      gives every store it creates these capabilities; a ``Store`` class need not (and
+      should not) declare them again.
+    - ``options``: the config keys this store type reads, each with a one-line help text
+      (shown by ``rdzv plugins``). Keys that no store type and not the rendezvous itself
+      reads get a warning naming the closest known key.
     """
 
     name: str
@@ -27,6 +42,7 @@ class StoreType:
     create_store: Callable[[RendezvousParameters], Store] = field(repr=False)
     default_read_timeout: int = 60
     capabilities: frozenset[Capability] = frozenset()
+    options: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip().lower():
@@ -43,3 +59,10 @@ class StoreType:
         object.__setattr__(
             self, "capabilities", frozenset(Capability(c) for c in self.capabilities)
         )
+        for key, help_text in self.options.items():
+            if not key or key != key.strip().lower() or "\n" in help_text:
+                raise ValueError(
+                    f"Store type {self.name!r}: option {key!r} must be a lower-case name with "
+                    "a one-line help text."
+                )
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))

@@ -15,7 +15,7 @@ from rdzv_core import (
     StoreError,
     StoreTimeoutError,
 )
-from rdzv_core.store import Value
+from rdzv_core.storekit import Value
 from rdzv_core.testing import MemoryStore
 
 MESSAGE = "The connection to the C10d store has failed. See inner exception for details."

@@ -42,7 +42,9 @@ GOOD = """
 
     @hookimpl
     def rdzv_store_type():
-        return StoreType("NAME", "An in-memory store for tests.", create_store, 42)
+        return StoreType(
+            "NAME", "An in-memory store for tests.", create_store, 42, MemoryStore.capabilities
+        )
 """
 
 
@@ -192,7 +194,7 @@ class InProcess:
 
     @hookimpl
     def rdzv_store_type(self) -> StoreType:
-        return StoreType(self.name, "In-process.", self.open, 5)
+        return StoreType(self.name, "In-process.", self.open, 5, MemoryStore.capabilities)
 
 
 def test_register_unregister_and_conflicts(install_dist: InstallDist) -> None:

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 from ..capability import Capability
 from ..errors import StoreError
-from ..store import (
-    Store,
+from ..store import Store
+from ..storekit import (
     Value,
     add_to_value,
     as_timeout,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -13,8 +12,8 @@ from rdzv_core import (
     StoreType,
     hookimpl,
     parse_endpoint,
-    parse_read_timeout,
 )
+from rdzv_core.storekit import read_timeout
 
 if TYPE_CHECKING:
     from .store import EtcdStore
@@ -29,6 +28,17 @@ CAPABILITIES = frozenset(
         Capability.LEASES,
     }
 )
+
+OPTIONS = {
+    "prefix": "key prefix for this run (default /rdzv/<run_id>/)",
+    "ttl": "seconds of the lease that owns the run's keys",
+    "user": "etcd user name",
+    "password": "etcd password",
+    "protocol": "http or https (or give a URL as the endpoint)",
+    "cacert": "CA certificate file (https)",
+    "cert": "client certificate file (https)",
+    "key": "client key file (https)",
+}
 
 
 def parse_etcd_endpoint(endpoint: str, protocol: str | None) -> tuple[str, str, int]:
@@ -55,7 +65,7 @@ def create_store(params: RendezvousParameters) -> EtcdStore:
     ``/rdzv/<run_id>/``)."""
     from .store import EtcdStore
 
-    timeout = timedelta(seconds=parse_read_timeout(params, DEFAULT_READ_TIMEOUT))
+    timeout = read_timeout(params)
     protocol, host, port = parse_etcd_endpoint(params.endpoint, params.get("protocol"))
     prefix = params.get("prefix") or f"/rdzv/{params.run_id}/"
     return EtcdStore(
@@ -81,4 +91,5 @@ def rdzv_store_type() -> StoreType:
         create_store=create_store,
         default_read_timeout=DEFAULT_READ_TIMEOUT,
         capabilities=CAPABILITIES,
+        options=OPTIONS,
     )

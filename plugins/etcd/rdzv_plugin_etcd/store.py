@@ -20,8 +20,8 @@ import requests
 from etcd3gw import client as etcd_client
 from etcd3gw import exceptions as etcd_errors
 
-from rdzv_core import Capability, Store, StoreConnectionError, StoreError
-from rdzv_core.store import (
+from rdzv_core import Store, StoreConnectionError, StoreError
+from rdzv_core.storekit import (
     Value,
     add_to_value,
     as_timeout,
@@ -65,16 +65,6 @@ class EtcdStore(Store):
     ``cert``/``key`` for client certificates) speaks TLS. The constructor retries until
     ``timeout`` for etcd to answer, then raises StoreConnectionError.
     """
-
-    capabilities = frozenset(
-        {
-            Capability.CROSS_PROCESS,
-            Capability.CROSS_HOST,
-            Capability.PERSISTENT,
-            Capability.DELETE,
-            Capability.LEASES,
-        }
-    )
 
     def __init__(
         self,

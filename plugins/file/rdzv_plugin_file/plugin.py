@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from rdzv_core import (
@@ -13,8 +12,8 @@ from rdzv_core import (
     RendezvousParameters,
     StoreType,
     hookimpl,
-    parse_read_timeout,
 )
+from rdzv_core.storekit import read_timeout
 
 if TYPE_CHECKING:
     from .store import FileStore
@@ -28,7 +27,7 @@ def create_store(params: RendezvousParameters) -> FileStore:
     gets a fresh owner-only temporary file."""
     from .store import FileStore
 
-    timeout = timedelta(seconds=parse_read_timeout(params, DEFAULT_READ_TIMEOUT))
+    timeout = read_timeout(params)
     path = params.endpoint
     if not path or not path.strip():
         try:

@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 
-from rdzv_core import Capability, Store, StoreConnectionError, StoreError
-from rdzv_core.store import (
+from rdzv_core import Store, StoreConnectionError, StoreError
+from rdzv_core.storekit import (
     Value,
     add_to_value,
     as_timeout,
@@ -65,8 +65,6 @@ class FileStore(Store):
     second at most) and read it only when it changed, so a waiter wakes within ~10 ms of a
     write without spinning. A file that is not an rdzv file store raises StoreError.
     """
-
-    capabilities = frozenset({Capability.CROSS_PROCESS, Capability.PERSISTENT, Capability.DELETE})
 
     def __init__(
         self,

@@ -11,8 +11,8 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 
-from rdzv_core import Capability, Store, StoreConnectionError, StoreError
-from rdzv_core.store import (
+from rdzv_core import Store, StoreConnectionError, StoreError
+from rdzv_core.storekit import (
     Value,
     as_timeout,
     check_key,
@@ -20,6 +20,7 @@ from rdzv_core.store import (
     check_multi_set,
     timeout_error,
     to_bytes,
+    wrap_int64,
 )
 
 from . import DEFAULT_MAX_FRAME_SIZE
@@ -189,8 +190,6 @@ class TCPStore(Store):
     pending and later operation raises :class:`~rdzv_core.StoreConnectionError`. A server
     that stops answering (frozen host, partition) is noticed within ``timeout``.
     """
-
-    capabilities = frozenset({Capability.CROSS_PROCESS, Capability.CROSS_HOST, Capability.DELETE})
 
     def __init__(
         self,
@@ -453,7 +452,7 @@ class TCPStore(Store):
     def add(self, key: str, amount: int) -> int:
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise TypeError(f"The amount to add must be an int, not {type(amount).__name__}.")
-        amount = (amount + 2**63) % 2**64 - 2**63
+        amount = wrap_int64(amount)
         _, reply = self._request(bytes([ADD]) + field(check_key(key).encode()) + I64.pack(amount))
         return reply.i64()
 

@@ -21,9 +21,9 @@ from rdzv_core import (
     hookimpl,
     is_local_host,
     parse_endpoint,
-    parse_read_timeout,
 )
 from rdzv_core.events import emit
+from rdzv_core.storekit import read_timeout
 
 if TYPE_CHECKING:
     from .client import TCPStore
@@ -33,18 +33,23 @@ log = logging.getLogger(__name__)
 
 DEFAULT_READ_TIMEOUT = 60
 CAPABILITIES = frozenset({Capability.CROSS_PROCESS, Capability.CROSS_HOST, Capability.DELETE})
+OPTIONS = {
+    "bind_host": "address the hosted server listens on (default: every interface)",
+    "auth_token": "shared secret (better: auth_token_file or $RDZV_TCP_AUTH_TOKEN)",
+    "auth_token_file": "file holding the shared secret",
+    "max_frame_size": "largest request or reply a hosted server accepts, in bytes (64 MiB)",
+    "max_connections": "clients a hosted server serves at once (16384)",
+}
 
 
 def create_store(params: RendezvousParameters) -> TCPStore:
     """The tcp store for ``params``: hosts it when ``is_host`` says so (or, when absent,
     when the endpoint names this machine, falling back to a client if hosting fails)."""
-    from datetime import timedelta
-
     from .auth import token_from_params
     from .client import TCPStore
 
     host, port = parse_endpoint(params.endpoint, rdzv_plugin_tcp.DEFAULT_PORT)
-    timeout = timedelta(seconds=parse_read_timeout(params, DEFAULT_READ_TIMEOUT))
+    timeout = read_timeout(params)
     explicit = params.get_as_bool("is_host")
     is_host = explicit if explicit is not None else is_local_host(host)
     options: dict[str, Any] = {
@@ -100,6 +105,7 @@ def rdzv_store_type() -> StoreType:
         create_store=create_store,
         default_read_timeout=DEFAULT_READ_TIMEOUT,
         capabilities=CAPABILITIES,
+        options=OPTIONS,
     )
 
 

@@ -22,7 +22,7 @@ from collections import deque
 from typing import Any
 
 from rdzv_core import StoreConnectionError, StoreError
-from rdzv_core.store import add_to_value
+from rdzv_core.storekit import add_to_value, compare_set_outcome
 
 from .auth import verify
 from .limits import ServerLimits
@@ -754,15 +754,12 @@ class StoreServer:
             expected = r.field()
             desired = r.field()
             r.end()
-            current = data.get(key)
-            if current is None and expected:
-                self._out(conn, [b"\x00", expected])
-            elif current is None or current == expected:
-                data[key] = desired
-                self._out(conn, [b"\x00", desired])
+            write, returned = compare_set_outcome(data.get(key), expected, desired)
+            if write is not None:
+                data[key] = write
+            self._out(conn, [b"\x00", returned])
+            if write is not None:
                 self._notify(key)
-            else:
-                self._out(conn, [b"\x00", current])
         elif op in (WAIT, MULTI_GET):
             keys = r.fields()
             timeout_ms = r.u64()

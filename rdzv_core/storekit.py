@@ -1,0 +1,157 @@
+"""The store author's toolkit: what every Store implementation needs, in one public module.
+
+The first-party store types are built on it. Everything here is stable API:
+
+- values and keys: :data:`Value`, :func:`to_bytes`, :func:`check_key`, :func:`check_keys`,
+  :func:`check_multi_set` (the exact ``TypeError``/``ValueError`` messages the conformance
+  suite expects for bad arguments);
+- counters: :func:`add_to_value` (ASCII decimal, 64-bit wrap-around, ``ValueError`` naming the
+  key for a non-number), :func:`wrap_int64`;
+- compare-and-set: :func:`compare_set_outcome` (the contract's table, in one function);
+- time: :func:`as_timeout`, :func:`timeout_error` (the ``StoreTimeoutError`` a blocking read
+  raises), :func:`read_timeout` (the store type's resolved ``read_timeout``).
+
+Errors to raise live in :mod:`rdzv_core`: ``StoreError`` for a failed operation,
+``StoreConnectionError`` for a lost or unreachable medium, ``StoreTimeoutError`` (from
+:func:`timeout_error`) for a wait that ran out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TypeAlias
+
+from .errors import StoreTimeoutError
+from .params import RendezvousParameters
+
+__all__ = [
+    "Value",
+    "add_to_value",
+    "as_timeout",
+    "check_key",
+    "check_keys",
+    "check_multi_set",
+    "compare_set_outcome",
+    "read_timeout",
+    "timeout_error",
+    "to_bytes",
+    "wrap_int64",
+]
+
+Value: TypeAlias = str | bytes | bytearray | memoryview
+
+_INT64_MIN = -(2**63)
+_DECIMAL = re.compile(rb"\s*[+-]?[0-9]+\s*")
+
+
+def to_bytes(value: Value) -> bytes:
+    """``value`` as bytes: str is UTF-8 encoded; any other type is a TypeError."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"A store value must be str or bytes, not {type(value).__name__}.")
+
+
+def check_key(key: object) -> str:
+    """``key`` itself when it is a str; any other type is a TypeError."""
+    if not isinstance(key, str):
+        raise TypeError(f"A store key must be a str, not {type(key).__name__}.")
+    return key
+
+
+def check_keys(keys: Sequence[str]) -> list[str]:
+    """``keys`` as a list of str; a bare str (a common slip for ``[key]``) is a TypeError."""
+    if isinstance(keys, (str, bytes)):
+        raise TypeError("Store keys must be a list of str, not a single key.")
+    return [check_key(k) for k in keys]
+
+
+def as_timeout(timeout: timedelta | float | None, default: timedelta) -> timedelta:
+    """A timeout given as a timedelta or seconds (None means ``default``); must be >= 0."""
+    if timeout is None:
+        return default
+    if isinstance(timeout, bool) or not isinstance(timeout, (timedelta, int, float)):
+        raise TypeError(f"A timeout must be a timedelta or seconds, not {type(timeout).__name__}.")
+    result = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
+    if result < timedelta(0):
+        raise ValueError(f"A timeout must not be negative, got {result}.")
+    return result
+
+
+def timeout_error(keys: Sequence[str], timeout: timedelta) -> StoreTimeoutError:
+    """The error a blocking read raises after waiting ``timeout`` for ``keys``."""
+    millis = round(timeout.total_seconds() * 1000)
+    return StoreTimeoutError(f"Timed out after {millis} ms waiting for keys: {', '.join(keys)}")
+
+
+def add_to_value(key: str, current: bytes | None, amount: int) -> int:
+    """The counter value after adding ``amount`` to ``current`` (absent counts as 0).
+
+    Values are ASCII decimal; the sum wraps at signed 64 bits like torch's stores. A value
+    that is not a decimal integer is a ValueError naming the key.
+    """
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise TypeError(f"The amount to add must be an int, not {type(amount).__name__}.")
+    if current is None:
+        base = 0
+    elif _DECIMAL.fullmatch(current):
+        base = int(current)
+    else:
+        shown = current[:40] + (b"..." if len(current) > 40 else b"")
+        raise ValueError(
+            f"Cannot add to key {key!r}: its value {shown!r} is not a decimal integer."
+        )
+    return (base + amount - _INT64_MIN) % 2**64 + _INT64_MIN
+
+
+def check_multi_set(keys: Sequence[str], values: Sequence[Value]) -> tuple[list[str], list[bytes]]:
+    """``keys`` and ``values`` checked and converted; unequal lengths are a ValueError."""
+    keys = check_keys(keys)
+    if isinstance(values, (str, bytes)):
+        raise TypeError("multi_set values must be a list, not a single value.")
+    converted = [to_bytes(v) for v in values]
+    if len(keys) != len(converted):
+        raise ValueError(
+            f"multi_set needs as many values as keys, got {len(keys)} keys and "
+            f"{len(converted)} values."
+        )
+    return keys, converted
+
+
+def wrap_int64(value: int) -> int:
+    """``value`` wrapped into a signed 64-bit integer, as counters wrap."""
+    return (value - _INT64_MIN) % 2**64 + _INT64_MIN
+
+
+def compare_set_outcome(
+    current: bytes | None, expected: bytes, desired: bytes
+) -> tuple[bytes | None, bytes]:
+    """``(value to write or None, value to return)`` for a compare_set on ``current``.
+
+    Absent key: with ``expected == b""`` write and return ``desired``; otherwise write
+    nothing and return ``expected``. Present key: on a match write and return
+    ``desired``, else write nothing and return ``current``.
+    """
+    if current is None:
+        return (desired, desired) if expected == b"" else (None, expected)
+    if current == expected:
+        return desired, desired
+    return None, current
+
+
+def read_timeout(params: RendezvousParameters) -> timedelta:
+    """The resolved ``read_timeout`` of ``params`` as handed to ``StoreType.create_store``.
+
+    The registry validates the option and fills in the store type's
+    ``default_read_timeout`` when it is absent, so a plugin never repeats its default.
+    """
+    seconds = params.get_as_int("read_timeout")
+    if seconds is None or seconds <= 0:
+        raise ValueError(
+            "The read timeout must be a positive integer (create_store was called without "
+            "the registry's resolved read_timeout)."
+        )
+    return timedelta(seconds=seconds)
