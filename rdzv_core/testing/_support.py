@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 import multiprocessing
+import pickle
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
@@ -18,6 +19,9 @@ from ..store import Store
 F = TypeVar("F", bound=Callable[..., Any])
 
 StoreFactory = Callable[[], Store]
+#: How a suite test skipped for want of a capability starts its reason (the summary at the
+#: end of a pytest run counts these).
+SKIP_PREFIX = "rdzv suite: needs capability "
 
 
 def requires(*capabilities: Capability) -> Callable[[F], F]:
@@ -59,17 +63,47 @@ class SuiteBase:
         """The first client of the store under test."""
         return new_client()
 
+    #: The registered store type whose ``StoreType.capabilities`` decide which tests run.
+    #: Without it, the capabilities come from the store object (``Store.capabilities``).
+    store_type: ClassVar[str | None] = None
+
+    @pytest.fixture
+    def process_store_factory(self, store_factory: StoreFactory) -> StoreFactory:
+        """What spawned processes call to open their own client: ``store_factory`` by
+        default, which must then be picklable (``functools.partial(MyStore, path)``, not
+        a lambda or a closure)."""
+        return store_factory
+
+    def declared_capabilities(self, store: Store) -> frozenset[Capability]:
+        """The capabilities the suite tests: those a store sets for its configuration
+        (an instance attribute), else its store type's, else its class's."""
+        own = vars(store).get("capabilities")
+        if own is not None:
+            return frozenset(own)
+        if self.store_type is None:
+            return frozenset(store.capabilities)
+        from ..registry import default_registry
+
+        declared = default_registry().get(self.store_type).capabilities
+        in_class = type(store).capabilities
+        assert not in_class or in_class == declared, (
+            f"{type(store).__name__}.capabilities {sorted(map(str, in_class))} disagrees with "
+            f"store type '{self.store_type}' {sorted(map(str, declared))}: declare them once, "
+            "in StoreType(capabilities=...)"
+        )
+        return declared
+
     @pytest.fixture(autouse=True)
     def _capability_gate(self, request: pytest.FixtureRequest) -> None:
         needed: frozenset[Capability] = getattr(request.function, "_rdzv_requires", frozenset())
         if not needed:
             return
         store: Store = request.getfixturevalue("store")
+        declared = self.declared_capabilities(store)
         for capability in sorted(needed):
-            if capability not in store.capabilities:
-                pytest.skip(
-                    f"store {type(store).__name__} does not declare capability '{capability}'"
-                )
+            if capability not in declared:
+                owner = self.store_type or type(store).__name__
+                pytest.skip(f"{SKIP_PREFIX}'{capability}' (not declared by {owner})")
 
     def test_no_overrides_DO_NOT_OVERRIDE(self) -> None:
         """A subclass may not delete or override a suite test, except with
@@ -111,13 +145,33 @@ def _has_xfail_reason(test: Any) -> bool:
     return False
 
 
-def fork_context() -> Any:
-    """The multiprocessing context for the cross-process tests.
+def run_in_processes(
+    factory: StoreFactory, work: Callable[[Store, int], Any], count: int
+) -> list[Any]:
+    """``work(a new client, index)`` in ``count`` freshly spawned processes (never forked:
+    forking a process that runs threads is unsafe for stores built on C libraries); their
+    results, in order. ``factory`` and ``work`` must be picklable."""
+    try:
+        pickle.dumps(factory)
+    except Exception as e:
+        raise AssertionError(
+            "The cross-process tests open clients in spawned processes, so the store factory "
+            f"must be picklable ({e}). Return functools.partial(MyStore, ...) from "
+            "store_factory (or override the process_store_factory fixture) instead of a "
+            "lambda or a closure."
+        ) from e
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(count) as pool:
+        pending = [pool.apply_async(_open_and_run, (factory, work, i)) for i in range(count)]
+        return [result.get(timeout=120) for result in pending]
 
-    Fork, so a child can call the test's ``store_factory`` closure; the child only opens a
-    new client and talks to the store through it.
-    """
-    return multiprocessing.get_context("fork")
+
+def _open_and_run(factory: StoreFactory, work: Callable[[Store, int], Any], index: int) -> Any:
+    client = factory()
+    try:
+        return work(client, index)
+    finally:
+        client.close()
 
 
 class EventRecorder:

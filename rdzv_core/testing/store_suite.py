@@ -25,7 +25,7 @@ import pytest
 from ..capability import Capability
 from ..errors import StoreTimeoutError
 from ..store import Store
-from ._support import StoreFactory, SuiteBase, fork_context, requires
+from ._support import StoreFactory, SuiteBase, requires, run_in_processes
 
 __all__ = ["StoreConformance"]
 
@@ -43,34 +43,22 @@ def _in_thread(fn: Callable[[], Any], delay: float = 0.0) -> threading.Thread:
     return thread
 
 
-def _run_processes(
-    factory: StoreFactory, work: Callable[[Store, int], list[Any]], n: int
-) -> list[list[Any]]:
-    """Run ``work(new client, index)`` in ``n`` forked processes; their results, in order."""
-    ctx = fork_context()
-    pipes, procs = [], []
-    for index in range(n):
-        parent_end, child_end = ctx.Pipe(duplex=False)
+def _add_200(client: Store, index: int) -> list[int]:
+    return [client.add("counter", 1) for _ in range(200)]
 
-        def child(index: int = index, end: Any = child_end) -> None:
-            client = factory()
-            try:
-                end.send(work(client, index))
-            finally:
-                client.close()
 
-        proc = ctx.Process(target=child, daemon=True)
-        proc.start()
-        child_end.close()
-        pipes.append(parent_end)
-        procs.append(proc)
-    results = []
-    for proc, pipe in zip(procs, pipes):
-        assert pipe.poll(120), "a child process did not report within 120 s"
-        results.append(pipe.recv())
-        proc.join(30)
-        assert proc.exitcode == 0, f"child process failed with exit code {proc.exitcode}"
-    return results
+def _count_by_compare_set(client: Store, index: int) -> int:
+    return _counter_by_compare_set(client, "cas", f"p{index}", 50)
+
+
+def _announce_then_read(client: Store, index: int) -> bytes:
+    time.sleep(0.2)
+    client.set("from-child", f"pid {os.getpid()}")
+    return client.get("from-parent")
+
+
+def _open_and_add(client: Store, index: int) -> int:
+    return client.add("opened", 1)
 
 
 def _counter_by_compare_set(store: Store, key: str, owner: str, increments: int) -> int:
@@ -93,7 +81,7 @@ def _counter_by_compare_set(store: Store, key: str, owner: str, increments: int)
 
 
 class StoreConformance(SuiteBase):
-    """The store contract of DESIGN.md, rule by rule."""
+    """The store contract (``rdzv_core.Store``'s docstrings), rule by rule."""
 
     # -- fixture contract ------------------------------------------------------------------
 
@@ -452,40 +440,97 @@ class StoreConformance(SuiteBase):
         assert int(clients[0].get("cas").split(b":")[0]) == 400, "a compare_set update was lost"
 
     @requires(Capability.CROSS_PROCESS)
-    def test_concurrent_add_from_processes(self, store_factory: StoreFactory, store: Store) -> None:
-        def work(client: Store, index: int) -> list[int]:
-            return [client.add("counter", 1) for _ in range(200)]
-
-        results = _run_processes(store_factory, work, 4)
+    def test_concurrent_add_from_processes(
+        self, process_store_factory: StoreFactory, store: Store
+    ) -> None:
+        results = run_in_processes(process_store_factory, _add_200, 4)
         seen = sorted(v for r in results for v in r)
         assert seen == list(range(1, 801)), "an add was lost or applied twice across processes"
-        assert store.get("counter") == b"800"
+        assert store.get("counter") == b"800", "the final count differs from the adds made"
 
     @requires(Capability.CROSS_PROCESS)
     def test_concurrent_compare_set_from_processes(
-        self, store_factory: StoreFactory, store: Store
+        self, process_store_factory: StoreFactory, store: Store
     ) -> None:
-        def work(client: Store, index: int) -> list[int]:
-            return [_counter_by_compare_set(client, "cas", f"p{index}", 50)]
-
-        _run_processes(store_factory, work, 4)
+        run_in_processes(process_store_factory, _count_by_compare_set, 4)
         assert int(store.get("cas").split(b":")[0]) == 200, "an update was lost across processes"
 
     @requires(Capability.CROSS_PROCESS)
     def test_get_woken_by_set_from_another_process(
-        self, store_factory: StoreFactory, store: Store
+        self, process_store_factory: StoreFactory, store: Store
     ) -> None:
         store.timeout = timedelta(seconds=30)
-
-        def work(client: Store, index: int) -> list[bytes]:
-            time.sleep(0.2)
-            client.set("from-child", f"pid {os.getpid()}")
-            return [client.get("from-parent")]
-
         thread = _in_thread(lambda: store.set("from-parent", "hello"), delay=0.1)
-        ctx_results: list[list[list[bytes]]] = []
-        runner = _in_thread(lambda: ctx_results.append(_run_processes(store_factory, work, 1)))
-        assert store.get("from-child").startswith(b"pid ")
+        results: list[list[bytes]] = []
+        runner = _in_thread(
+            lambda: results.append(run_in_processes(process_store_factory, _announce_then_read, 1))
+        )
+        assert store.get("from-child").startswith(b"pid "), "the child's write never arrived"
         runner.join(60)
         thread.join()
-        assert ctx_results == [[[b"hello"]]]
+        assert results == [[b"hello"]], "the child did not read the parent's write"
+
+    # -- many first opens ------------------------------------------------------------------
+
+    def test_many_clients_open_a_fresh_store_at_once(self, new_client: StoreFactory) -> None:
+        """Sixteen threads open the store's first clients at the same moment."""
+        start = threading.Barrier(16)
+        errors: list[BaseException] = []
+        counts: list[int] = []
+
+        def open_and_add() -> None:
+            try:
+                start.wait()
+                counts.append(new_client().add("opened", 1))
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=open_and_add) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, f"a concurrent first open failed: {errors[0]!r}"
+        assert sorted(counts) == list(range(1, 17)), "an add was lost during the first opens"
+
+    @requires(Capability.CROSS_PROCESS)
+    def test_many_processes_open_the_store_at_once(
+        self, process_store_factory: StoreFactory, store: Store
+    ) -> None:
+        counts = run_in_processes(process_store_factory, _open_and_add, 8)
+        assert sorted(counts) == list(range(1, 9)), "an add was lost while processes opened"
+        assert store.get("opened") == b"8", "the count differs from the processes that added"
+
+    # -- persistence and leases ------------------------------------------------------------
+
+    @requires(Capability.PERSISTENT)
+    def test_data_survives_every_client_closing(
+        self, store: Store, new_client: StoreFactory
+    ) -> None:
+        other = new_client()
+        store.set("kept", "value")
+        other.add("count", 3)
+        store.close()
+        other.close()
+        reopened = new_client()
+        assert reopened.get("kept") == b"value", "a persistent store lost data on close"
+        assert reopened.add("count", 1) == 4, "a persistent store lost a counter on close"
+
+    #: For a store that declares ``leases``: seconds after its last client closes within
+    #: which its keys are gone (the suite waits this plus a few seconds).
+    lease_seconds: float = 0.0
+
+    @requires(Capability.LEASES)
+    def test_keys_expire_after_the_last_client_leaves(
+        self, store: Store, new_client: StoreFactory
+    ) -> None:
+        assert self.lease_seconds > 0, (
+            "A store with the leases capability must set lease_seconds on its "
+            "StoreConformance subclass (how soon keys vanish after the last client)."
+        )
+        store.set("leased", "value")
+        store.close()
+        time.sleep(self.lease_seconds + 3)
+        assert not new_client().check(["leased"]), (
+            f"keys outlived their last client by more than {self.lease_seconds} + 3 s"
+        )

@@ -20,7 +20,7 @@ import requests
 from etcd3gw import client as etcd_client
 from etcd3gw import exceptions as etcd_errors
 
-from rdzv_core import Store, StoreConnectionError, StoreError
+from rdzv_core import Capability, Store, StoreConnectionError, StoreError
 from rdzv_core.storekit import (
     Value,
     add_to_value,
@@ -114,6 +114,11 @@ class EtcdStore(Store):
         self._stop = threading.Event()
         self._keepalive: threading.Thread | None = None
         self._connect()
+        # Keys under a lease vanish after the last client: leases, not persistence.
+        self.capabilities = frozenset(  # type: ignore[misc]
+            {Capability.CROSS_PROCESS, Capability.CROSS_HOST, Capability.DELETE}
+            | {Capability.LEASES if ttl is not None else Capability.PERSISTENT}
+        )
         if ttl is not None:
             self._lease = self._shared_lease(ttl)
             self._keepalive = threading.Thread(

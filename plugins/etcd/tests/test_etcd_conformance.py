@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pytest
@@ -19,16 +20,31 @@ from rdzv_core.testing import (
 
 @pytest.fixture
 def etcd_factory(etcd: Etcd, prefix: str) -> Callable[[], Store]:
-    return lambda: EtcdStore("127.0.0.1", etcd.port, prefix=prefix)
+    return functools.partial(EtcdStore, "127.0.0.1", etcd.port, prefix=prefix)
 
 
 class TestEtcdStore(StoreConformance):
+    store_type = "etcd"
+
     @pytest.fixture
     def store_factory(self, etcd_factory: Callable[[], Store]) -> Callable[[], Store]:
         return etcd_factory
 
 
+class TestEtcdStoreWithALease(StoreConformance):
+    """With ``ttl``, keys live on a lease: the store declares leases instead of persistence."""
+
+    store_type = "etcd"
+    lease_seconds = 2.0
+
+    @pytest.fixture
+    def store_factory(self, etcd: Etcd, prefix: str) -> Callable[[], Store]:
+        return functools.partial(EtcdStore, "127.0.0.1", etcd.port, prefix=prefix, ttl=2)
+
+
 class TestEtcdBackend(BackendConformance):
+    store_type = "etcd"
+
     @pytest.fixture
     def store_factory(self, etcd_factory: Callable[[], Store]) -> Callable[[], Store]:
         return etcd_factory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,17 +20,20 @@ from rdzv_core.testing import (
 
 @pytest.fixture
 def file_factory(tmp_path: Path) -> Callable[[], Store]:
-    path = tmp_path / "store"
-    return lambda: FileStore(path)
+    return functools.partial(FileStore, tmp_path / "store")  # picklable: spawned processes
 
 
 class TestFileStore(StoreConformance):
+    store_type = "file"
+
     @pytest.fixture
     def store_factory(self, file_factory: Callable[[], Store]) -> Callable[[], Store]:
         return file_factory
 
 
 class TestFileBackend(BackendConformance):
+    store_type = "file"
+
     @pytest.fixture
     def store_factory(self, file_factory: Callable[[], Store]) -> Callable[[], Store]:
         return file_factory

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Callable, Iterator
 
@@ -26,5 +27,5 @@ def hosted_factory(port: int) -> Iterator[Callable[[], Store]]:
     from rdzv_plugin_tcp import TCPStore
 
     host = TCPStore("127.0.0.1", port, is_master=True, multi_tenant=False)
-    yield lambda: TCPStore("127.0.0.1", host.port)
+    yield functools.partial(TCPStore, "127.0.0.1", host.port)  # picklable: spawned processes
     host.close()

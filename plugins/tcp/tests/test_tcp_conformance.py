@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -18,12 +18,16 @@ from rdzv_core.testing import (
 
 
 class TestTCPStore(StoreConformance):
+    store_type = "tcp"
+
     @pytest.fixture
     def store_factory(self, hosted_factory: Callable[[], Store]) -> Callable[[], Store]:
         return hosted_factory
 
 
 class TestTCPStoreMixedClients(StoreConformance):
+    store_type = "tcp"
+
     """Clients alternate between stores hosting the server in this process (which call it
     directly) and network clients, so every rule holds across both paths."""
 
@@ -33,19 +37,25 @@ class TestTCPStoreMixedClients(StoreConformance):
 
         anchor = TCPStore("127.0.0.1", port, is_master=True)
         opened = itertools.count()
-        parent = os.getpid()
 
         def make() -> Store:
-            # A forked child (the cross-process tests) cannot share this process's server.
-            if next(opened) % 2 == 0 and os.getpid() == parent:
+            if next(opened) % 2 == 0:
                 return TCPStore("127.0.0.1", port, is_master=True)
             return TCPStore("127.0.0.1", port)
 
         yield make
         anchor.close()
 
+    @pytest.fixture
+    def process_store_factory(self, port: int) -> Callable[[], Store]:
+        from rdzv_plugin_tcp import TCPStore
+
+        return functools.partial(TCPStore, "127.0.0.1", port)
+
 
 class TestTCPBackend(BackendConformance):
+    store_type = "tcp"
+
     @pytest.fixture
     def store_factory(self, hosted_factory: Callable[[], Store]) -> Callable[[], Store]:
         return hosted_factory
