@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean servers
+.PHONY: demo test lint typecheck unit dist-check bench clean servers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,8 @@ demo: $(STAMP)
 	$(BIN)/rdzv demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check rdzv_core tests plugins bench
-	$(BIN)/ruff format --check rdzv_core tests plugins bench
+	$(BIN)/ruff check rdzv_core tests plugins bench tools
+	$(BIN)/ruff format --check rdzv_core tests plugins bench tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy rdzv_core $(foreach p,$(PLUGINS),$(p)rdzv_plugin_*)
@@ -38,7 +38,11 @@ unit: $(STAMP) servers
 	$(BIN)/python -m pytest tests
 	@for p in $(PLUGINS); do echo "== $$p"; $(BIN)/python -m pytest $$p/tests || exit 1; done
 
-test: lint typecheck unit
+# Every wheel and sdist as a package index would get it; rdzv-plugin-tcp alone in a fresh venv.
+dist-check: $(STAMP)
+	$(BIN)/python tools/check_dist.py
+
+test: lint typecheck unit dist-check
 	$(MAKE) demo
 
 bench: $(STAMP)

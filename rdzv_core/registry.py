@@ -217,7 +217,9 @@ class Registry:
                 raise TypeError("it does not implement the hook rdzv_store_type")
             if store_type.name != name:
                 raise ValueError(
-                    f"its entry point is named '{name}' but it provides '{store_type.name}'"
+                    f"its entry point is named '{name}' but its StoreType is named "
+                    f"'{store_type.name}': they must match (the entry point's name is the "
+                    "store type's name)"
                 )
         except Exception as e:
             self._pm.unregister(plugin)

@@ -25,7 +25,7 @@ BackendFactory = Callable[[], RendezvousBackend]
 
 
 class BackendConformance(SuiteBase):
-    """The backend contract of DESIGN.md, over the store from ``store_factory``."""
+    """The backend contract (``rdzv_core.RendezvousBackend``), over ``store_factory``'s store."""
 
     @pytest.fixture
     def run_id(self) -> str:
