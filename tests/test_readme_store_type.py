@@ -55,7 +55,7 @@ def test_the_readme_store_type_builds_installs_and_passes_the_suite(tmp_path: Pa
             "--target",
             str(target),
             str(project),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=300,
