@@ -143,7 +143,7 @@ def test_broken_plugin_is_isolated_and_reported(install_dist: InstallDist) -> No
 
 def test_plugin_providing_another_name_is_broken(install_dist: InstallDist) -> None:
     install_dist("rdzv-liar", "1.0", {"liar": "rdzv_liar"}, {"rdzv_liar": good("truth")})
-    with pytest.raises(PluginLoadError, match="provides 'truth'"):
+    with pytest.raises(PluginLoadError, match="its StoreType is named 'truth': they must match"):
         rdzv_core.create_store(params("liar"))
 
 

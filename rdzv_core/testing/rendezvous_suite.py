@@ -60,7 +60,7 @@ class _Node:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
+        assert self.proc.stdout is not None, "the node's stdout must be piped"
         for line in self.proc.stdout:
             self.events.put(json.loads(line))
         self.finished = True
@@ -152,10 +152,11 @@ class RendezvousScenarios(SuiteBase):
     def test_nodes_join_and_get_deterministic_ranks(self, cluster: Any) -> None:
         c = cluster(2, 4)
         rounds = _rounds(c.start(4))
-        assert sorted(r["rank"] for r in rounds) == [0, 1, 2, 3]
-        assert {(r["round"], r["world"], r["master"]) for r in rounds} == {
-            (0, 4, rounds[0]["master"])
-        }
+        assert sorted(r["rank"] for r in rounds) == [0, 1, 2, 3], (
+            "four nodes must get ranks 0..3, once each"
+        )
+        agreed = {(r["round"], r["world"], r["master"]) for r in rounds}
+        assert agreed == {(0, 4, rounds[0]["master"])}, "the nodes disagree on round 0"
         pids = [r["pid"] for r in sorted(rounds, key=lambda r: r["rank"])]
         assert pids == sorted(pids), "ranks must follow the sorted node descriptors"
 
@@ -168,27 +169,39 @@ class RendezvousScenarios(SuiteBase):
         start = time.monotonic()
         victim.kill()
         changes = [n.next("change") for n in survivors]
-        assert time.monotonic() - start < 10
-        assert all(len(ch["lost"]) == 1 for ch in changes)
+        assert time.monotonic() - start < 10, "the step must happen within 10 s"
+        assert all(len(ch["lost"]) == 1 for ch in changes), (
+            "every survivor must name exactly one lost node"
+        )
         after = _rounds(survivors)
-        assert {(r["round"], r["world"]) for r in after} == {(1, 3)}
-        assert sorted(r["rank"] for r in after) == [0, 1, 2]
+        assert {(r["round"], r["world"]) for r in after} == {(1, 3)}, (
+            "the survivors must form round 1 of 3 nodes"
+        )
+        assert sorted(r["rank"] for r in after) == [0, 1, 2], (
+            "the survivors must get ranks 0..2, once each"
+        )
 
     def test_late_joiner_is_waiting_then_included_with_bootstrap_info(self, cluster: Any) -> None:
         c = cluster(2, 4)
         first = c.start(2)
         _rounds(first)
         (late,) = c.start(1)
-        assert [n.next("change")["waiting"] for n in first] == [1, 1]
+        assert [n.next("change")["waiting"] for n in first] == [1, 1], (
+            "both participants must see one node waiting"
+        )
         rounds = _rounds([*first, late])
-        assert {(r["round"], r["world"]) for r in rounds} == {(1, 3)}
+        assert {(r["round"], r["world"]) for r in rounds} == {(1, 3)}, (
+            "the next round must include the late joiner (round 1 of 3)"
+        )
         masters = {r["master"] for r in rounds}
-        assert len(masters) == 1 and masters.pop().rsplit(":", 1)[1].isdigit()
+        assert len(masters) == 1 and masters.pop().rsplit(":", 1)[1].isdigit(), (
+            "every node, the late joiner included, must get one bootstrap address"
+        )
 
     def test_surplus_node_stands_by_and_exits_gracefully_on_close(self, cluster: Any) -> None:
         c = cluster(2, 2)
         rounds = _rounds(c.start(2))
-        assert {r["world"] for r in rounds} == {2}
+        assert {r["world"] for r in rounds} == {2}, "the first round must have max_nodes (2) nodes"
         (surplus,) = c.start(1)
         time.sleep(1.0)
         observer = c.handler()
@@ -196,8 +209,10 @@ class RendezvousScenarios(SuiteBase):
         observer.set_closed()
         for node in c.nodes:
             node.next("closed")
-            assert node.proc.wait(WAIT) == 0
-        assert surplus.proc.returncode == 0
+            assert node.proc.wait(WAIT) == 0, "every node must exit 0 once the run is closed"
+        assert surplus.proc.returncode == 0, (
+            "a surplus node must exit gracefully (0) when the run closes"
+        )
 
     def test_close_ends_the_run_for_everyone_and_refuses_newcomers(self, cluster: Any) -> None:
         c = cluster(3, 3)
@@ -208,13 +223,19 @@ class RendezvousScenarios(SuiteBase):
             node.next("closed")
         (newcomer,) = c.start(1)
         newcomer.next("closed")
-        assert all(n.proc.wait(WAIT) == 0 for n in c.nodes)
+        assert all(n.proc.wait(WAIT) == 0 for n in c.nodes), (
+            "every node, the newcomer included, must exit 0 after the close"
+        )
 
     def test_join_timeout_is_a_clear_error(self, cluster: Any) -> None:
         c = cluster(2, 2)
         (alone,) = c.start(1, "join_timeout=1")
         start = time.monotonic()
         error = alone.next("error")["error"]
-        assert error.startswith("RendezvousTimeoutError") and "join timeout" in error
-        assert "1 of at least 2 nodes" in error
-        assert time.monotonic() - start < 10
+        assert error.startswith("RendezvousTimeoutError") and "join timeout" in error, (
+            "a lone node must fail with a RendezvousTimeoutError naming the join timeout"
+        )
+        assert "1 of at least 2 nodes" in error, (
+            "the timeout message must say how many nodes joined of how many needed"
+        )
+        assert time.monotonic() - start < 10, "the step must happen within 10 s"

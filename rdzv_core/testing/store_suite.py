@@ -87,55 +87,55 @@ class StoreConformance(SuiteBase):
 
     def test_store_starts_empty(self, store: Store) -> None:
         """Troubleshooting: ``store_factory`` must give a fresh, empty store per test."""
-        assert store.num_keys() == 0
-        assert store.check(["key"]) is False
+        assert store.num_keys() == 0, "a new store must be empty (num_keys 0)"
+        assert store.check(["key"]) is False, "a new store must not hold any key"
 
     def test_factory_returns_new_clients(self, new_client: StoreFactory) -> None:
         a, b = new_client(), new_client()
-        assert a is not b
+        assert a is not b, "store_factory must return a new client each call"
 
     # -- set / get -------------------------------------------------------------------------
 
     def test_set_then_get_returns_bytes(self, store: Store) -> None:
         store.set("key", b"value")
-        assert store.get("key") == b"value"
+        assert store.get("key") == b"value", "get must return the value set, as bytes"
 
     def test_str_value_is_stored_as_utf8(self, store: Store) -> None:
         store.set("key", "héllo ✓")
-        assert store.get("key") == "héllo ✓".encode()
+        assert store.get("key") == "héllo ✓".encode(), "a str value must be stored as UTF-8"
 
     def test_set_overwrites(self, store: Store) -> None:
         store.set("key", "one")
         store.set("key", "two")
-        assert store.get("key") == b"two"
+        assert store.get("key") == b"two", "set must replace the previous value"
 
     def test_empty_value_and_empty_key(self, store: Store) -> None:
         store.set("empty", b"")
         store.set("", b"empty key")
-        assert store.get("empty") == b""
-        assert store.get("") == b"empty key"
+        assert store.get("empty") == b"", "an empty value must round-trip"
+        assert store.get("") == b"empty key", "the empty string is a valid key"
         assert store.check(["empty", ""])
 
     def test_binary_value_round_trips(self, store: Store) -> None:
         value = bytes(range(256)) * 4
         store.set("binary", value)
-        assert store.get("binary") == value
+        assert store.get("binary") == value, "a binary value must round-trip byte for byte"
 
     def test_unicode_key(self, store: Store) -> None:
         store.set("ключ/キー", b"v")
-        assert store.get("ключ/キー") == b"v"
+        assert store.get("ключ/キー") == b"v", "non-ASCII keys must work"
 
     def test_large_value_seen_by_another_client(self, new_client: StoreFactory) -> None:
         writer, reader = new_client(), new_client()
         value = os.urandom(1024 * 1024)
         writer.set("large", value)
-        assert reader.get("large") == value
+        assert reader.get("large") == value, "a large value must reach another client intact"
 
     def test_write_visible_to_other_client(self, new_client: StoreFactory) -> None:
         a, b = new_client(), new_client()
         a.set("key", "from a")
-        assert b.get("key") == b"from a"
-        assert b.check(["key"])
+        assert b.get("key") == b"from a", "a write must be visible to another client"
+        assert b.check(["key"]), "check must see another client's write"
 
     def test_bad_key_or_value_type_is_type_error(self, store: Store) -> None:
         with pytest.raises(TypeError):
@@ -143,7 +143,9 @@ class StoreConformance(SuiteBase):
         with pytest.raises(TypeError):
             store.set(5, "value")  # type: ignore[arg-type]
         store.set("key", "still works")
-        assert store.get("key") == b"still works"
+        assert store.get("key") == b"still works", (
+            "a TypeError for a bad argument must leave the store usable"
+        )
 
     # -- blocking reads and timeouts -------------------------------------------------------
 
@@ -152,10 +154,14 @@ class StoreConformance(SuiteBase):
         waiter.timeout = timedelta(seconds=30)
         thread = _in_thread(lambda: writer.set("late", "here"), delay=0.2)
         start = time.monotonic()
-        assert waiter.get("late") == b"here"
+        assert waiter.get("late") == b"here", (
+            "a blocked get must return the value another client set"
+        )
         elapsed = time.monotonic() - start
         thread.join()
-        assert 0.15 <= elapsed < SLACK
+        assert 0.15 <= elapsed < SLACK, (
+            "get must block until the key is set, and wake promptly after"
+        )
 
     def test_get_times_out_with_store_timeout_error(self, store: Store) -> None:
         store.timeout = timedelta(seconds=SHORT)
@@ -163,23 +169,27 @@ class StoreConformance(SuiteBase):
         with pytest.raises(StoreTimeoutError) as info:
             store.get("missing")
         elapsed = time.monotonic() - start
-        assert isinstance(info.value, TimeoutError)
-        assert "missing" in str(info.value)
-        assert SHORT * 0.9 <= elapsed < SHORT + SLACK
+        assert isinstance(info.value, TimeoutError), "StoreTimeoutError must also be a TimeoutError"
+        assert "missing" in str(info.value), "the timeout message must name the missing key"
+        assert SHORT * 0.9 <= elapsed < SHORT + SLACK, (
+            "get must wait about its timeout, then fail promptly"
+        )
 
     def test_store_usable_after_timeout(self, store: Store) -> None:
         store.timeout = timedelta(seconds=0.1)
         with pytest.raises(StoreTimeoutError):
             store.get("missing")
         store.set("after", "ok")
-        assert store.get("after") == b"ok"
+        assert store.get("after") == b"ok", "the store must stay usable after a timeout"
 
     def test_timeout_is_a_timedelta_and_settable(self, store: Store) -> None:
-        assert isinstance(store.timeout, timedelta)
+        assert isinstance(store.timeout, timedelta), "Store.timeout must be a timedelta"
         store.timeout = timedelta(seconds=12)
-        assert store.timeout == timedelta(seconds=12)
+        assert store.timeout == timedelta(seconds=12), "setting Store.timeout must take effect"
         store.set_timeout(timedelta(seconds=3))
-        assert store.timeout == timedelta(seconds=3)
+        assert store.timeout == timedelta(seconds=3), (
+            "set_timeout (torch's spelling) must take effect"
+        )
 
     def test_wait_returns_once_all_keys_exist(self, new_client: StoreFactory) -> None:
         waiter, writer = new_client(), new_client()
@@ -197,7 +207,9 @@ class StoreConformance(SuiteBase):
         start = time.monotonic()
         with pytest.raises(StoreTimeoutError):
             store.wait(["present", "absent"], timedelta(seconds=SHORT))
-        assert SHORT * 0.9 <= time.monotonic() - start < SHORT + SLACK
+        assert SHORT * 0.9 <= time.monotonic() - start < SHORT + SLACK, (
+            "wait must wait about its timeout, then fail promptly"
+        )
 
     def test_wait_timeout_overrides_store_timeout(self, new_client: StoreFactory) -> None:
         waiter, writer = new_client(), new_client()
@@ -209,7 +221,9 @@ class StoreConformance(SuiteBase):
         start = time.monotonic()
         with pytest.raises(StoreTimeoutError):
             waiter.wait(["never"], timedelta(seconds=SHORT))
-        assert time.monotonic() - start < SHORT + SLACK
+        assert time.monotonic() - start < SHORT + SLACK, (
+            "wait's own timeout must override the store's"
+        )
 
     def test_wait_accepts_seconds(self, store: Store) -> None:
         store.set("k", "v")
@@ -222,11 +236,11 @@ class StoreConformance(SuiteBase):
         thread = _in_thread(lambda: results.append(waiter.get("release")))
         time.sleep(0.1)
         other.set("unrelated", "x")
-        assert other.get("unrelated") == b"x"
-        assert other.add("counter", 1) == 1
+        assert other.get("unrelated") == b"x", "another client must not be held up by a blocked get"
+        assert other.add("counter", 1) == 1, "another client must not be held up by a blocked get"
         other.set("release", "go")
         thread.join(SLACK)
-        assert results == [b"go"]
+        assert results == [b"go"], "the blocked get must return the value once set"
 
     def test_blocked_get_does_not_stall_the_same_client(self, new_client: StoreFactory) -> None:
         """One client object is shared by threads (a handler's heartbeat thread, say): a
@@ -238,19 +252,23 @@ class StoreConformance(SuiteBase):
         time.sleep(0.1)
         start = time.monotonic()
         shared.set("other", "x")
-        assert shared.get("other") == b"x"
-        assert time.monotonic() - start < SLACK
+        assert shared.get("other") == b"x", (
+            "a blocked get must not stall other calls on the same client"
+        )
+        assert time.monotonic() - start < SLACK, (
+            "a call beside a blocked get on the same client must return promptly"
+        )
         writer.set("release", "go")
         thread.join(SLACK)
-        assert results == [b"go"]
+        assert results == [b"go"], "the blocked get must return the value once set"
 
     # -- check -----------------------------------------------------------------------------
 
     def test_check(self, store: Store) -> None:
-        assert store.check([]) is True
-        assert store.check(["a"]) is False
+        assert store.check([]) is True, "check([]) must be True"
+        assert store.check(["a"]) is False, "check must be False for a missing key"
         store.set("a", "1")
-        assert store.check(["a"]) is True
+        assert store.check(["a"]) is True, "check must be True once the key exists"
         assert store.check(["a", "b"]) is False
         store.set("b", "")
         assert store.check(["a", "b"]) is True
@@ -258,48 +276,54 @@ class StoreConformance(SuiteBase):
     # -- add -------------------------------------------------------------------------------
 
     def test_add_counts_from_zero(self, store: Store) -> None:
-        assert store.add("n", 5) == 5
-        assert store.add("n", -12) == -7
-        assert store.add("n", 0) == -7
-        assert store.get("n") == b"-7"
+        assert store.add("n", 5) == 5, "add on a missing key must count from 0"
+        assert store.add("n", -12) == -7, "add must accept negative amounts"
+        assert store.add("n", 0) == -7, "add 0 must return the current value"
+        assert store.get("n") == b"-7", "a counter must be stored as ASCII decimal"
 
     def test_add_to_a_decimal_value_set_as_text(self, store: Store) -> None:
         store.set("n", "41")
-        assert store.add("n", 1) == 42
+        assert store.add("n", 1) == 42, "add must count from a decimal value set as text"
 
     def test_add_wraps_at_int64(self, store: Store) -> None:
         store.add("n", 2**62)
-        assert store.add("n", 2**62) == -(2**63)
+        assert store.add("n", 2**62) == -(2**63), "add must wrap at signed 64 bits"
 
     def test_add_to_non_integer_is_value_error_and_harmless(self, new_client: StoreFactory) -> None:
         store, other = new_client(), new_client()
         store.set("word", "value")
         with pytest.raises(ValueError, match="word"):
             store.add("word", 1)
-        assert store.get("word") == b"value"
-        assert store.add("n", 1) == 1
-        assert other.get("word") == b"value"
+        assert store.get("word") == b"value", "a failed add must leave the value unchanged"
+        assert store.add("n", 1) == 1, "the client must stay usable after a failed add"
+        assert other.get("word") == b"value", (
+            "a failed add must leave the value unchanged for other clients"
+        )
 
     # -- compare_set -----------------------------------------------------------------------
 
     def test_compare_set_on_missing_key_with_empty_expected_sets(self, store: Store) -> None:
         assert store.compare_set("k", "", "D1") == b"D1"
-        assert store.get("k") == b"D1"
+        assert store.get("k") == b"D1", (
+            "compare_set on a missing key with empty expected must set desired"
+        )
 
     def test_compare_set_on_missing_key_with_expected_returns_expected(self, store: Store) -> None:
         assert store.compare_set("k", "X", "D1") == b"X"
-        assert store.check(["k"]) is False
+        assert store.check(["k"]) is False, (
+            "compare_set on a missing key with non-empty expected must set nothing"
+        )
 
     def test_compare_set_match_sets_desired(self, store: Store) -> None:
         store.set("k", "D1")
         assert store.compare_set("k", "D1", "D2") == b"D2"
-        assert store.get("k") == b"D2"
+        assert store.get("k") == b"D2", "compare_set with the matching expected must set desired"
 
     def test_compare_set_mismatch_returns_current(self, store: Store) -> None:
         store.set("k", "D1")
         assert store.compare_set("k", "zzz", "D2") == b"D1"
         assert store.compare_set("k", "", "D2") == b"D1"
-        assert store.get("k") == b"D1"
+        assert store.get("k") == b"D1", "a mismatched compare_set must leave the value unchanged"
 
     def test_compare_set_on_empty_value_with_empty_expected_sets(self, store: Store) -> None:
         store.set("k", "")
@@ -307,7 +331,7 @@ class StoreConformance(SuiteBase):
 
     def test_compare_set_creates_empty_value(self, store: Store) -> None:
         assert store.compare_set("k", "", "") == b""
-        assert store.check(["k"]) is True
+        assert store.check(["k"]) is True, "compare_set to an empty value must create the key"
 
     def test_compare_set_accepts_bytes_and_str(self, store: Store) -> None:
         store.set("k", b"\x00\xff")
@@ -317,7 +341,7 @@ class StoreConformance(SuiteBase):
         waiter, writer = new_client(), new_client()
         waiter.timeout = timedelta(seconds=30)
         thread = _in_thread(lambda: writer.compare_set("k", "", "set"), delay=0.1)
-        assert waiter.get("k") == b"set"
+        assert waiter.get("k") == b"set", "a compare_set must wake a blocked get"
         thread.join()
 
     # -- delete_key / num_keys -------------------------------------------------------------
@@ -326,19 +350,19 @@ class StoreConformance(SuiteBase):
     def test_delete_key(self, new_client: StoreFactory) -> None:
         store, other = new_client(), new_client()
         store.set("k", "v")
-        assert store.delete_key("k") is True
-        assert store.delete_key("k") is False
-        assert other.check(["k"]) is False
-        assert store.num_keys() == 0
+        assert store.delete_key("k") is True, "delete_key must return True for a key that existed"
+        assert store.delete_key("k") is False, "delete_key must return False for a missing key"
+        assert other.check(["k"]) is False, "a deleted key must be gone for other clients"
+        assert store.num_keys() == 0, "num_keys must not count deleted keys"
         store.set("k", "again")
-        assert other.get("k") == b"again"
+        assert other.get("k") == b"again", "a deleted key can be set again"
 
     def test_num_keys_counts_every_key(self, store: Store) -> None:
         for i in range(10):
             store.set(f"k{i}", "v")
         store.set("k0", "overwritten")
         store.add("counter", 1)
-        assert store.num_keys() == 11
+        assert store.num_keys() == 11, "num_keys must count every key set"
 
     # -- multi_get / multi_set -------------------------------------------------------------
 
@@ -346,13 +370,13 @@ class StoreConformance(SuiteBase):
         a, b = new_client(), new_client()
         a.multi_set(["x", "y", "z"], ["1", b"2", ""])
         assert b.multi_get(["z", "x", "y"]) == [b"", b"1", b"2"]
-        assert a.multi_get([]) == []
+        assert a.multi_get([]) == [], "multi_get([]) must return []"
         a.multi_set([], [])
 
     def test_multi_set_length_mismatch_is_value_error(self, store: Store) -> None:
         with pytest.raises(ValueError):
             store.multi_set(["a", "b"], ["1"])
-        assert store.check(["a"]) is False
+        assert store.check(["a"]) is False, "a failed multi_set must set nothing"
 
     def test_multi_get_blocks_for_all_keys(self, new_client: StoreFactory) -> None:
         waiter, writer = new_client(), new_client()
@@ -372,19 +396,23 @@ class StoreConformance(SuiteBase):
         a, b = new_client(), new_client()
         keys = [f"key/{i:05d}" for i in range(2000)]
         a.multi_set(keys, [str(i) for i in range(2000)])
-        assert b.num_keys() == 2000
-        assert b.multi_get(keys) == [str(i).encode() for i in range(2000)]
-        assert b.check(keys)
+        assert b.num_keys() == 2000, "num_keys must count 2,000 keys set by multi_set"
+        assert b.multi_get(keys) == [str(i).encode() for i in range(2000)], (
+            "multi_get must return 2,000 values in order"
+        )
+        assert b.check(keys), "check must see every key of a large multi_set"
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def test_close_is_idempotent_and_context_manager_closes(self, new_client: StoreFactory) -> None:
         client = new_client()
         with client as entered:
-            assert entered is client
+            assert entered is client, "a store used as a context manager must return itself"
             client.set("k", "v")
         client.close()
-        assert new_client().get("k") == b"v"
+        assert new_client().get("k") == b"v", (
+            "data written before close must remain for other clients"
+        )
 
     # -- concurrency -----------------------------------------------------------------------
 
@@ -405,7 +433,7 @@ class StoreConformance(SuiteBase):
             t.join()
         seen = [v for r in results for v in r]
         assert sorted(seen) == list(range(1, 1601)), "an add was lost or applied twice"
-        assert clients[0].get("counter") == b"1600"
+        assert clients[0].get("counter") == b"1600", "the final count must equal the adds made"
 
     def test_concurrent_add_on_one_shared_client(self, store: Store) -> None:
         results: list[int] = []
@@ -422,7 +450,9 @@ class StoreConformance(SuiteBase):
             t.start()
         for t in threads:
             t.join()
-        assert sorted(results) == list(range(1, 801))
+        assert sorted(results) == list(range(1, 801)), (
+            "an add on a client shared by threads was lost or applied twice"
+        )
 
     def test_concurrent_compare_set_from_threads(self, new_client: StoreFactory) -> None:
         clients = [new_client() for _ in range(8)]

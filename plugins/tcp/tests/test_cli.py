@@ -124,6 +124,10 @@ def test_rdzv_plugins_lists_tcp_and_reports_broken_plugins(tmp_path: Path) -> No
     assert tcp["distribution"] == "rdzv-plugin-tcp" and tcp["version"]
     assert set(tcp["capabilities"]) == {"cross-process", "cross-host", "delete"}
     assert tcp["default_read_timeout"] == 60
+    assert {"auth_token_file", "max_frame_size", "max_connections"} <= set(tcp["options"])
+    text, _ = rdzv("plugins", env={"RDZV_PLUGINS": "tcp"}).communicate(timeout=60)
+    assert "tcp options (besides the rendezvous options):" in text
+    assert "read_timeout  default 60 s" in text and "max_connections  clients" in text
 
     site = tmp_path / "site"
     dist = site / "rdzv_broken-9.9.dist-info"
