@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+INTEGRATIONS := $(sort $(dir $(wildcard integrations/*/pyproject.toml)))
+DISTS := $(PLUGINS) $(INTEGRATIONS)
+# The CPU build of torch that rdzv-torch is tested against (pip takes it from this machine's
+# disk; a bare "torch" requirement would fetch a multi-GB CUDA build).
+TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit dist-check bench clean servers
@@ -11,19 +16,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml requirements-dev.txt $(wildcard plugins/*/pyproject.toml)
-	$(BIN)/pip install --quiet -r requirements-dev.txt -e '.[testing]' $(foreach p,$(PLUGINS),-e $(p))
+$(STAMP): $(BIN)/python pyproject.toml requirements-dev.txt $(wildcard plugins/*/pyproject.toml) $(wildcard integrations/*/pyproject.toml)
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -r requirements-dev.txt -e '.[testing]' $(foreach p,$(DISTS),-e $(p))
 	touch $@
 
 demo: $(STAMP)
 	$(BIN)/rdzv demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check rdzv_core tests plugins bench tools
-	$(BIN)/ruff format --check rdzv_core tests plugins bench tools
+	$(BIN)/ruff check rdzv_core tests plugins integrations bench tools
+	$(BIN)/ruff format --check rdzv_core tests plugins integrations bench tools
 
 typecheck: $(STAMP)
-	$(BIN)/mypy rdzv_core $(foreach p,$(PLUGINS),$(p)rdzv_plugin_*)
+	$(BIN)/mypy rdzv_core $(foreach p,$(PLUGINS),$(p)rdzv_plugin_*) integrations/torch/rdzv_torch
 
 # What the tests start or call as child processes, from Debian: etcd (rdzv-plugin-etcd's
 # tests) and openssl (certificates for its TLS test).
@@ -36,7 +42,7 @@ servers:
 
 unit: $(STAMP) servers
 	$(BIN)/python -m pytest tests
-	@for p in $(PLUGINS); do echo "== $$p"; $(BIN)/python -m pytest $$p/tests || exit 1; done
+	@for p in $(DISTS); do echo "== $$p"; $(BIN)/python -m pytest $$p/tests || exit 1; done
 
 # Every wheel and sdist as a package index would get it; rdzv-plugin-tcp alone in a fresh venv.
 dist-check: $(STAMP)
@@ -46,7 +52,7 @@ test: lint typecheck unit dist-check
 	$(MAKE) demo
 
 bench: $(STAMP)
-	$(BIN)/pip install --quiet torch==2.13.0 redis
+	$(BIN)/pip install --quiet redis
 	command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
 	$(BIN)/python bench/run.py
 

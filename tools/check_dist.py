@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECTS = {
     "rdzv_core": ROOT,
     **{f"rdzv_plugin_{p.name}": p for p in sorted((ROOT / "plugins").iterdir())},
+    "rdzv_torch": ROOT / "integrations" / "torch",
 }
 
 

@@ -1,0 +1,241 @@
+"""Adapters between rdzv stores and torch stores, in both directions.
+
+- :func:`as_torch_store`: an rdzv ``Store`` seen by torch, a real ``torch.distributed.Store``
+  that torch's C++ code (``PrefixStore``, ProcessGroupGloo, store barriers) can call.
+- :func:`from_torch_store`: a torch store seen by rdzv, a ``rdzv_core.Store`` that passes
+  the conformance suite.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import torch.distributed as dist
+
+from rdzv_core import (
+    Capability,
+    Store,
+    StoreConnectionError,
+    StoreError,
+    StoreTimeoutError,
+)
+from rdzv_core.storekit import (
+    Value,
+    add_to_value,
+    as_timeout,
+    check_key,
+    check_keys,
+    check_multi_set,
+    timeout_error,
+    to_bytes,
+    wrap_int64,
+)
+
+__all__ = ["TorchBackedStore", "TorchStoreView", "as_torch_store", "from_torch_store"]
+
+_ABSENT = "\x00rdzv-absent"  # compare_set(key, _ABSENT, _ABSENT) reads without blocking
+
+
+def _raw(value: Any) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, list):  # torch may hand values over as lists of ints
+        return bytes(value)
+    return bytes(value)
+
+
+class TorchStoreView(dist.Store):  # type: ignore[misc]
+    """An rdzv :class:`~rdzv_core.Store` as a ``torch.distributed.Store``.
+
+    Blocking reads honour this view's own torch timeout (``set_timeout``, as store barriers
+    call it), never the rdzv store's, which other threads (heartbeats) may share; a read
+    that runs out raises ``torch.distributed.DistStoreError``, as torch's stores do. C++
+    callers reach ``deleteKey`` and ``getNumKeys`` by those names.
+    """
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()  # mandatory for a Python subclass of a pybind11 class
+        self._store = store
+        self.set_timeout(store.timeout)
+
+    @property
+    def rdzv_store(self) -> Store:
+        return self._store
+
+    def _wait(self, keys: list[str], timeout: timedelta | None = None) -> None:
+        limit = self.timeout if timeout is None else timeout
+        try:
+            self._store.wait(keys, limit)
+        except StoreTimeoutError as e:
+            raise dist.DistStoreError(f"Wait timeout after {limit}: {e}") from e
+
+    def set(self, key: str, value: Any) -> None:
+        self._store.set(key, _raw(value))
+
+    def get(self, key: str) -> bytes:
+        self._wait([key])
+        return self._store.get(key)
+
+    def add(self, key: str, amount: int) -> int:
+        return self._store.add(key, amount)
+
+    def compare_set(self, key: str, expected: Any, desired: Any) -> bytes:
+        return self._store.compare_set(key, _raw(expected), _raw(desired))
+
+    def wait(self, keys: list[str], timeout: timedelta | None = None) -> None:
+        self._wait(list(keys), timeout)
+
+    def check(self, keys: list[str]) -> bool:
+        return self._store.check(list(keys))
+
+    def deleteKey(self, key: str) -> bool:
+        return self._store.delete_key(key)
+
+    def getNumKeys(self) -> int:
+        return self._store.num_keys()
+
+    delete_key = deleteKey
+    num_keys = getNumKeys
+
+    def multi_get(self, keys: list[str]) -> list[bytes]:
+        self._wait(list(keys))
+        return self._store.multi_get(list(keys))
+
+    def multi_set(self, keys: list[str], values: list[Any]) -> None:
+        self._store.multi_set(list(keys), [_raw(v) for v in values])
+
+
+def as_torch_store(store: Store) -> TorchStoreView:
+    """``store`` as a ``torch.distributed.Store`` (see :class:`TorchStoreView`)."""
+    return TorchStoreView(store)
+
+
+def _capabilities_of(store: Any) -> frozenset[Capability]:
+    base = frozenset({Capability.DELETE})
+    if isinstance(store, dist.TCPStore):
+        return base | {Capability.CROSS_PROCESS, Capability.CROSS_HOST}
+    if isinstance(store, dist.FileStore):
+        return base | {Capability.CROSS_PROCESS}
+    return base
+
+
+class TorchBackedStore(Store):
+    """A ``torch.distributed.Store`` as an rdzv :class:`~rdzv_core.Store`.
+
+    A torch TCPStore client does one operation at a time, so concurrent operations each
+    take their own ``clone()`` (its own connection) when the store can clone. ``add`` on a
+    value that is not a number is refused here, before torch's server would drop the
+    connection. Capabilities follow the torch store's kind.
+    """
+
+    def __init__(
+        self, torch_store: Any, timeout: timedelta | None = None, *, hosting: bool = False
+    ) -> None:
+        super().__init__(timeout if timeout is not None else torch_store.timeout)
+        self._torch = torch_store
+        self._hosting = hosting
+        self.host: str | None = getattr(torch_store, "host", None)
+        self.port: int | None = getattr(torch_store, "port", None)
+        self._idle: list[Any] = [torch_store]
+        self._lock = threading.Lock()
+        self._can_clone = hasattr(torch_store, "clone") and isinstance(torch_store, dist.TCPStore)
+        self._closed = False
+        self.capabilities = _capabilities_of(torch_store)  # type: ignore[misc]
+
+    @property
+    def torch_store(self) -> Any:
+        return self._torch
+
+    @property
+    def is_host(self) -> bool:
+        """True when the torch store's server runs in this process (``is_master``)."""
+        return self._hosting
+
+    def _call(self, method: str, *args: Any) -> Any:
+        if self._closed:
+            raise StoreError("This TorchBackedStore is closed.")
+        with self._lock:
+            client = self._idle.pop() if self._idle else None
+        if client is None:
+            client = self._torch.clone() if self._can_clone else self._torch
+        try:
+            return getattr(client, method)(*args)
+        except dist.DistStoreError as e:
+            raise StoreTimeoutError(str(e)) from e
+        except (dist.DistNetworkError, dist.DistError) as e:
+            client = None  # a broken connection is not pooled again
+            raise StoreConnectionError(f"The torch store failed: {e}") from e
+        except RuntimeError as e:
+            raise StoreError(f"The torch store failed: {e}") from e
+        finally:
+            if client is not None:
+                with self._lock:
+                    self._idle.append(client)
+
+    def set(self, key: str, value: Value) -> None:
+        self._call("set", check_key(key), to_bytes(value))
+
+    def get(self, key: str) -> bytes:
+        self.wait([key])
+        return bytes(self._call("get", key))
+
+    def add(self, key: str, amount: int) -> int:
+        current = self._peek(check_key(key))
+        add_to_value(key, current, amount)  # a non-number is a ValueError, here
+        return int(self._call("add", key, wrap_int64(amount)))
+
+    def _peek(self, key: str) -> bytes | None:
+        value = bytes(self._call("compare_set", key, _ABSENT, _ABSENT))
+        return None if value == _ABSENT.encode() else value
+
+    def compare_set(self, key: str, expected: Value, desired: Value) -> bytes:
+        return bytes(
+            self._call("compare_set", check_key(key), to_bytes(expected), to_bytes(desired))
+        )
+
+    def wait(self, keys: Sequence[str], timeout: timedelta | float | None = None) -> None:
+        names = check_keys(keys)
+        limit = as_timeout(timeout, self.timeout)
+        if not names:
+            return
+        try:
+            self._call("wait", names, limit)
+        except StoreTimeoutError as e:
+            raise timeout_error(names, limit) from e
+
+    def check(self, keys: Sequence[str]) -> bool:
+        return bool(self._call("check", check_keys(keys)))
+
+    def delete_key(self, key: str) -> bool:
+        return bool(self._call("delete_key", check_key(key)))
+
+    def num_keys(self) -> int:
+        return int(self._call("num_keys"))
+
+    def multi_get(self, keys: Sequence[str]) -> list[bytes]:
+        names = check_keys(keys)
+        if not names:
+            return []
+        self.wait(names)
+        return [bytes(v) for v in self._call("multi_get", names)]
+
+    def multi_set(self, keys: Sequence[str], values: Sequence[Value]) -> None:
+        names, raws = check_multi_set(keys, values)
+        if names:
+            self._call("multi_set", names, raws)
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            self._idle.clear()
+
+
+def from_torch_store(
+    torch_store: Any, timeout: timedelta | None = None, *, hosting: bool = False
+) -> TorchBackedStore:
+    """``torch_store`` as an rdzv Store (see :class:`TorchBackedStore`); ``hosting`` says
+    that its server runs in this process."""
+    return TorchBackedStore(torch_store, timeout, hosting=hosting)

@@ -1,0 +1,80 @@
+"""rdzv and torch stores and backends working together."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from datetime import timedelta
+
+import pytest
+import torch
+import torch.distributed as dist
+from rdzv_plugin_tcp import TCPStore
+from rdzv_torch import as_torch_store, from_torch_store
+from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import C10dRendezvousBackend
+
+from rdzv_core import PrefixStore, StoreBackend
+
+
+def _gloo_worker(port: int, rank: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    store = TCPStore("127.0.0.1", port, timeout=timedelta(seconds=30))
+    view = as_torch_store(PrefixStore("pg", store))
+    dist.init_process_group("gloo", store=view, rank=rank, world_size=2)
+    tensor = torch.tensor([rank + 1.0])
+    dist.all_reduce(tensor)
+    dist.barrier()
+    results.put((rank, tensor.item()))
+    dist.destroy_process_group()
+    store.close()
+
+
+def test_as_torch_store_under_init_process_group_gloo(port: int) -> None:
+    host = TCPStore("127.0.0.1", port, is_master=True)
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_gloo_worker, args=(port, r, results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0, "a gloo worker over as_torch_store failed"
+    assert sorted(results.get(timeout=5) for _ in procs) == [(0, 3.0), (1, 3.0)]
+    host.close()
+
+
+def test_as_torch_store_blocking_reads_use_the_views_timeout(port: int) -> None:
+    rdzv_store = TCPStore("127.0.0.1", port, is_master=True, timeout=timedelta(seconds=60))
+    view = as_torch_store(rdzv_store)
+    view.set_timeout(timedelta(milliseconds=300))
+    prefixed = dist.PrefixStore("p", view)  # C++ calls into the Python store
+    for read in (lambda: view.get("missing"), lambda: prefixed.get("missing"),
+                 lambda: view.wait(["missing"])):  # fmt: skip
+        start = time.monotonic()
+        with pytest.raises(dist.DistStoreError):
+            read()
+        assert time.monotonic() - start < 5, "the view's timeout was not honoured"
+    assert rdzv_store.timeout == timedelta(seconds=60), "set_timeout leaked into the rdzv store"
+    prefixed.set("k", "v")
+    assert prefixed.get("k") == b"v" and rdzv_store.get("p/k") == b"v"
+    assert prefixed.add("n", 2) == 2 and prefixed.compare_set("k", "v", "w") == b"w"
+    assert prefixed.num_keys() == rdzv_store.num_keys() and prefixed.delete_key("k")
+    prefixed.multi_set(["a", "b"], ["1", "2"])
+    assert prefixed.multi_get(["a", "b"]) == [b"1", b"2"] and prefixed.check(["a", "b"])
+    rdzv_store.close()
+
+
+def test_torch_and_rdzv_backends_read_each_others_state(torch_server: dist.TCPStore) -> None:
+    ours = StoreBackend(from_torch_store(torch_server), "job")
+    theirs = C10dRendezvousBackend(torch_server, "job")
+    written = ours.set_state(b"from rdzv")
+    assert written is not None
+    state, token = theirs.get_state()
+    assert state == b"from rdzv", "torch's backend did not read rdzv's state"
+    result = theirs.set_state(b"from torch", token)
+    assert result is not None and result[2], "torch's backend refused rdzv's token"
+    state2, token2 = ours.get_state()  # type: ignore[misc]
+    assert state2 == b"from torch", "rdzv's backend did not read torch's state"
+    result2 = ours.set_state(b"rdzv again", token2)
+    assert result2 is not None and result2[2], "rdzv's backend refused torch's token"
+    stale = theirs.set_state(b"stale", token)
+    assert stale is not None and not stale[2] and stale[0] == b"rdzv again"

@@ -1,0 +1,115 @@
+"""Real torchrun runs (python -m torch.distributed.run) with --rdzv-backend=rdzv: nodes are
+separate torchrun processes on this machine, each with one gloo worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from torch_helpers import free_port
+
+TRAIN = """
+import json, os, time
+import torch, torch.distributed as dist
+dist.init_process_group("gloo")
+t = torch.tensor([1.0])
+dist.all_reduce(t)
+restart = int(os.environ["TORCHELASTIC_RESTART_COUNT"])
+print(json.dumps({"rank": dist.get_rank(), "world": dist.get_world_size(), "sum": t.item(),
+                  "restart": restart, "backend": os.environ["TORCHELASTIC_RUN_ID"]}), flush=True)
+if dist.get_world_size() == int(os.environ.get("TRAIN_AT_WORLD", "0")):
+    time.sleep(float(os.environ.get("TRAIN_SECONDS", "0")))  # until membership changes
+dist.destroy_process_group()
+"""
+
+FAST = "last_call_timeout=1,keep_alive_interval=1,keep_alive_max_attempt=2"
+
+
+class Node:
+    """One torchrun agent (its own process group) running train.py."""
+
+    def __init__(self, tmp: Path, endpoint: str, run_id: str, nnodes: str, conf: str,
+                 extra: tuple[str, ...] = (), train_seconds: float = 0) -> None:  # fmt: skip
+        (tmp / "train.py").write_text(TRAIN)
+        self.log = open(tmp / f"node-{time.monotonic_ns()}.log", "w+")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                f"--nnodes={nnodes}",
+                "--nproc-per-node=1",
+                "--rdzv-backend=rdzv",
+                f"--rdzv-endpoint={endpoint}",
+                f"--rdzv-id={run_id}",
+                f"--rdzv-conf={conf}",
+                "--local-addr=127.0.0.1",
+                "--monitor-interval=0.1",
+                *extra,
+                str(tmp / "train.py"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env={**os.environ, "TRAIN_SECONDS": str(train_seconds), "TRAIN_AT_WORLD": "2"},
+            start_new_session=True,
+        )
+
+    def finish(self, timeout: float = 120) -> list[dict[str, Any]]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.log.seek(0)
+        assert self.proc.returncode == 0, (
+            f"torchrun exited {self.proc.returncode}:\n{self.log.read()[-4000:]}"
+        )
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.mark.parametrize("store_type", ["tcp", "file"])
+def test_two_nodes_all_reduce(tmp_path: Path, store_type: str) -> None:
+    endpoint = f"127.0.0.1:{free_port()}" if store_type == "tcp" else str(tmp_path / "rdzv.store")
+    conf = f"store_type={store_type},{FAST}"
+    nodes = [Node(tmp_path, endpoint, "two", "2", conf) for _ in range(2)]
+    results = [r for node in nodes for r in node.finish()]
+    assert sorted(r["rank"] for r in results) == [0, 1], results
+    assert {(r["world"], r["sum"]) for r in results} == {(2, 2.0)}, results
+
+
+def test_elastic_run_survives_a_killed_node(tmp_path: Path) -> None:
+    endpoint = f"127.0.0.1:{free_port()}"
+    conf = f"store_type=tcp,{FAST}"
+    # The survivor hosts the store: a killed host takes the job's store with it.
+    survivor = Node(tmp_path, endpoint, "elastic", "1:2", f"{conf},is_host=true",
+                    ("--max-restarts=1",), 60)  # fmt: skip
+    victim = Node(tmp_path, endpoint, "elastic", "1:2", f"{conf},is_host=false",
+                  ("--max-restarts=1",), 60)  # fmt: skip
+    assert victim.proc.stdout is not None
+    first = json.loads(victim.proc.stdout.readline())  # the job runs with both nodes
+    assert first["world"] == 2
+    victim.kill()
+    results = survivor.finish()
+    assert [r["world"] for r in results] == [2, 1], results
+    assert results[-1]["sum"] == 1.0 and results[-1]["rank"] == 0
+
+
+def test_a_newcomer_joins_a_running_job(tmp_path: Path) -> None:
+    endpoint = f"127.0.0.1:{free_port()}"
+    conf = f"store_type=tcp,{FAST}"
+    first = [Node(tmp_path, endpoint, "grow", "2:3", f"{conf},is_host={host}", train_seconds=60)
+             for host in ("true", "false")]  # fmt: skip
+    assert first[0].proc.stdout is not None
+    assert json.loads(first[0].proc.stdout.readline())["world"] == 2
+    newcomer = Node(tmp_path, endpoint, "grow", "2:3", f"{conf},is_host=false")
+    results = [node.finish() for node in [*first, newcomer]]
+    assert all(r[-1]["world"] == 3 for r in results), results
+    assert sorted(r[-1]["rank"] for r in results) == [0, 1, 2]
