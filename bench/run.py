@@ -16,6 +16,7 @@ import import_time  # noqa: E402
 import rendezvous  # noqa: E402
 import soak  # noqa: E402
 import tcp_latency  # noqa: E402
+import torchrun  # noqa: E402
 
 
 def main() -> None:
@@ -29,6 +30,7 @@ def main() -> None:
         etcd_latency.main(),
         rendezvous.main(),
         soak.main(),
+        torchrun.main(),
     ]
     with open("results.md", "w") as f:
         f.write("\n\n".join(parts) + "\n")
