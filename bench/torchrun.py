@@ -54,7 +54,7 @@ def torchrun_total(backend: str, script: str) -> float:
                 "--local-addr=127.0.0.1",
                 *([f"--rdzv-conf={conf}"] if conf else []),
                 script,
-            ],  # fmt: skip
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
