@@ -31,11 +31,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy rdzv_core $(foreach p,$(PLUGINS),$(p)rdzv_plugin_*) integrations/torch/rdzv_torch
 
-# What the tests start or call as child processes, from Debian: etcd (rdzv-plugin-etcd's
-# tests) and openssl (certificates for its TLS test).
+# What the tests start or call as child processes, from Debian: etcd and redis-server (the
+# etcd and redis plugins' tests) and openssl (certificates for their TLS tests).
 servers:
 	@missing=""; \
 	command -v etcd >/dev/null || [ -n "$$ETCD_BIN" ] || missing="$$missing etcd-server"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
@@ -51,9 +52,7 @@ dist-check: $(STAMP)
 test: lint typecheck unit dist-check
 	$(MAKE) demo
 
-bench: $(STAMP)
-	$(BIN)/pip install --quiet redis
-	command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+bench: $(STAMP) servers
 	$(BIN)/python bench/run.py
 
 clean:

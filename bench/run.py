@@ -13,6 +13,7 @@ os.chdir(os.path.dirname(os.path.abspath(__file__)))
 import etcd_latency  # noqa: E402
 import file_store  # noqa: E402
 import import_time  # noqa: E402
+import redis_latency  # noqa: E402
 import rendezvous  # noqa: E402
 import soak  # noqa: E402
 import tcp_latency  # noqa: E402
@@ -28,6 +29,7 @@ def main() -> None:
         tcp_latency.main(),
         file_store.main(),
         etcd_latency.main(),
+        redis_latency.main(),
         rendezvous.main(),
         soak.main(),
         torchrun.main(),
