@@ -8,6 +8,8 @@ The first-party store types are built on it. Everything here is stable API:
 - counters: :func:`add_to_value` (ASCII decimal, 64-bit wrap-around, ``ValueError`` naming the
   key for a non-number), :func:`wrap_int64`;
 - compare-and-set: :func:`compare_set_outcome` (the contract's table, in one function);
+- hosting: :func:`host_or_join` (the ``is_host`` rules of a store type whose store one
+  node hosts);
 - time: :func:`as_timeout`, :func:`timeout_error` (the ``StoreTimeoutError`` a blocking read
   raises), :func:`read_timeout` (the store type's resolved ``read_timeout``).
 
@@ -18,13 +20,18 @@ Errors to raise live in :mod:`rdzv_core`: ``StoreError`` for a failed operation,
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
+from .endpoint import is_local_host
 from .errors import StoreTimeoutError
 from .params import RendezvousParameters
+
+S = TypeVar("S")
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "Value",
@@ -34,6 +41,7 @@ __all__ = [
     "check_keys",
     "check_multi_set",
     "compare_set_outcome",
+    "host_or_join",
     "read_timeout",
     "timeout_error",
     "to_bytes",
@@ -155,3 +163,27 @@ def read_timeout(params: RendezvousParameters) -> timedelta:
             "the registry's resolved read_timeout)."
         )
     return timedelta(seconds=seconds)
+
+
+def host_or_join(
+    params: RendezvousParameters,
+    host: str,
+    open_store: Callable[[bool], S],
+    busy: tuple[type[BaseException], ...],
+) -> S:
+    """Open a store that one node hosts, by the ``is_host`` rules of store type ``tcp``.
+
+    ``open_store(hosting)`` opens it, hosting the server when ``hosting`` is true. An
+    explicit ``is_host`` is obeyed (a host that cannot serve raises). Without it, this
+    process hosts when ``host`` names this machine, and becomes a client when hosting
+    fails with one of ``busy`` (another local process was first).
+    """
+    explicit = params.get_as_bool("is_host")
+    hosting = explicit if explicit is not None else is_local_host(host)
+    try:
+        return open_store(hosting)
+    except busy as e:
+        if not hosting or explicit is not None:
+            raise
+        _log.info("Could not host the store (%s); joining it as a client.", e)
+        return open_store(False)

@@ -176,3 +176,27 @@ def test_the_suite_without_pytest_says_how_to_get_it() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 1
     assert "pip install 'rdzv-core[testing]'" in result.stderr
+
+
+def test_host_or_join_follows_the_is_host_rules() -> None:
+    from rdzv_core.storekit import host_or_join
+
+    calls: list[bool] = []
+
+    def busy_port(hosting: bool) -> str:
+        calls.append(hosting)
+        if hosting:
+            raise OSError("address in use")
+        return "client"
+
+    def p(**config: str) -> RendezvousParameters:
+        return RendezvousParameters("c10d", "127.0.0.1:1", "run", 1, 1, **config)
+
+    assert host_or_join(p(), "127.0.0.1", busy_port, (OSError,)) == "client"
+    assert calls == [True, False], "an inferred host falls back to a client"
+    with pytest.raises(OSError):
+        host_or_join(p(is_host="true"), "127.0.0.1", busy_port, (OSError,))
+    calls.clear()
+    assert host_or_join(p(is_host="false"), "127.0.0.1", busy_port, (OSError,)) == "client"
+    assert host_or_join(p(), "192.0.2.1", busy_port, (OSError,)) == "client"
+    assert calls == [False, False], "a remote endpoint or is_host=false never hosts"

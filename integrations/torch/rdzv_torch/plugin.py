@@ -16,10 +16,9 @@ from rdzv_core import (
     RendezvousParameters,
     StoreType,
     hookimpl,
-    is_local_host,
     parse_endpoint,
 )
-from rdzv_core.storekit import read_timeout
+from rdzv_core.storekit import host_or_join, read_timeout
 
 if TYPE_CHECKING:
     from .stores import TorchBackedStore
@@ -38,28 +37,20 @@ def create_store(params: RendezvousParameters) -> TorchBackedStore:
 
     host, port = parse_endpoint(params.endpoint, DEFAULT_PORT)
     timeout = read_timeout(params)
-    explicit = params.get_as_bool("is_host")
-    is_host = explicit if explicit is not None else is_local_host(host)
 
-    def open_(master: bool) -> TorchBackedStore:
+    def open_(hosting: bool) -> TorchBackedStore:
         torch_store = dist.TCPStore(
             host,
             port,
-            is_master=master,
+            is_master=hosting,
             timeout=timeout,
             wait_for_workers=False,
             multi_tenant=True,
             use_libuv=True,
         )
-        return from_torch_store(torch_store, timeout, hosting=master)
+        return from_torch_store(torch_store, timeout, hosting=hosting)
 
-    try:
-        return open_(is_host)
-    except (RuntimeError, OSError) as e:
-        if not is_host or explicit is not None:
-            raise
-        log.info("Could not host torch's TCPStore on port %d (%s); joining it.", port, e)
-        return open_(False)
+    return host_or_join(params, host, open_, (RuntimeError, OSError))
 
 
 @hookimpl

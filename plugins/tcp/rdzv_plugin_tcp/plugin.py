@@ -19,11 +19,10 @@ from rdzv_core import (
     StoreError,
     StoreType,
     hookimpl,
-    is_local_host,
     parse_endpoint,
 )
 from rdzv_core.events import emit
-from rdzv_core.storekit import read_timeout
+from rdzv_core.storekit import host_or_join, read_timeout
 
 if TYPE_CHECKING:
     from .client import TCPStore
@@ -50,8 +49,6 @@ def create_store(params: RendezvousParameters) -> TCPStore:
 
     host, port = parse_endpoint(params.endpoint, rdzv_plugin_tcp.DEFAULT_PORT)
     timeout = read_timeout(params)
-    explicit = params.get_as_bool("is_host")
-    is_host = explicit if explicit is not None else is_local_host(host)
     options: dict[str, Any] = {
         "timeout": timeout,
         "multi_tenant": True,
@@ -61,13 +58,12 @@ def create_store(params: RendezvousParameters) -> TCPStore:
     limits = _limits(params)
     if limits is not None:
         options["limits"] = limits
-    try:
-        store = TCPStore(host, port, is_master=is_host, **options)
-    except StoreError as e:
-        if not is_host or explicit is not None:
-            raise
-        log.info("Could not host the TCP store on port %d (%s); joining it as a client.", port, e)
-        store = TCPStore(host, port, is_master=False, **options)
+    store = host_or_join(
+        params,
+        host,
+        lambda hosting: TCPStore(host, port, is_master=hosting, **options),
+        (StoreError,),
+    )
     if store.server is not None:
         log.info("Process %d hosts the TCP store for the C10d rendezvous backend.", os.getpid())
         emit(
