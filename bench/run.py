@@ -15,6 +15,7 @@ import file_store  # noqa: E402
 import import_time  # noqa: E402
 import redis_latency  # noqa: E402
 import rendezvous  # noqa: E402
+import scale  # noqa: E402
 import soak  # noqa: E402
 import tcp_latency  # noqa: E402
 import torchrun  # noqa: E402
@@ -31,6 +32,7 @@ def main() -> None:
         etcd_latency.main(),
         redis_latency.main(),
         rendezvous.main(),
+        scale.main(),
         soak.main(),
         torchrun.main(),
     ]
