@@ -183,7 +183,7 @@ def test_closed_clients_free_their_parked_reads_at_once(server: ChildServer) -> 
         time.sleep(0.5)
         for sock in clients:
             sock.close()
-        assert wait_until(lambda: server.fds() == fds, 5), f"{server.fds()} fds, baseline {fds}"
+        assert wait_until(lambda: server.fds() <= fds, 5), f"{server.fds()} fds, baseline {fds}"
         peaks.append(server.rss_mib())
     assert max(peaks) - min(peaks) < 40, f"RSS grew round after round: {peaks}"
     assert_serves(server.port)
@@ -197,7 +197,7 @@ def test_input_sent_while_a_reply_is_pending_is_bounded(server: ChildServer) -> 
     sock.sendall(frame(bytes([SET]) + field(b"k") + b"x" * (2 * MIB)))
     assert closed_by_server(sock), "a parked connection took unbounded input"
     sock.close()
-    assert wait_until(lambda: server.fds() == fds, 5)
+    assert wait_until(lambda: server.fds() <= fds, 5)
     assert "one request at a time" in server.stderr()
 
 
