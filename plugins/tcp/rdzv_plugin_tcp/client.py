@@ -365,7 +365,7 @@ class TCPStore(Store):
         with self._lock:
             if self._lost is None:
                 self._lost = reason
-            busy = list(self._busy)
+            busy = list(self._busy.copy())
         for link in busy:
             try:
                 link.sock.shutdown(socket.SHUT_RDWR)
@@ -402,8 +402,7 @@ class TCPStore(Store):
             link = self._idle.pop() if self._idle else None
         if link is None:
             link = self._connect()
-        with self._lock:
-            self._busy.add(link)
+        self._busy.add(link)  # set.add and .discard are atomic under the GIL
         started = next(_started)
         liveness = self._liveness()
         try:
@@ -423,8 +422,7 @@ class TCPStore(Store):
             raise
         finally:
             _finished = next(_finishing)
-            with self._lock:
-                self._busy.discard(link)
+            self._busy.discard(link)
         with self._lock:
             if self._closed or self._lost is not None:
                 link.close()

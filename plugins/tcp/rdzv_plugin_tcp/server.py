@@ -632,12 +632,26 @@ class StoreServer:
 
     def _send(self, conn: _Conn, chunks: list[bytes]) -> None:
         """Queue one reply (its payload in ``chunks``) and send what the socket takes now."""
-        size = sum(len(c) for c in chunks)
+        size = len(chunks[0]) if len(chunks) == 1 else sum(len(c) for c in chunks)
         head = U32.pack(size)
-        if size <= _SMALL_REPLY:
-            parts: list[bytes | memoryview] = [head + b"".join(chunks)]
-        else:
-            parts = [head, *chunks]
+        if size > _SMALL_REPLY:
+            parts: list[bytes | memoryview] = [head, *chunks]
+        elif conn.out:
+            parts = [head + b"".join(chunks)]
+        else:  # the common case: a small reply to an idle socket, sent at once
+            data = head + b"".join(chunks)
+            try:
+                sent = conn.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as e:
+                self._close(conn, None if isinstance(e, ConnectionError) else f"send failed: {e}")
+                return
+            if sent == len(data):
+                if conn.closing:
+                    self._close(conn, None, quiet=True)
+                return
+            parts = [memoryview(data)[sent:]]
         if not conn.out:
             conn.send_progress = time.monotonic()
         for part in parts:
