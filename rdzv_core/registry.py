@@ -420,7 +420,7 @@ class Registry:
                 raise
             except Exception as e:
                 raise RendezvousConnectionError(CONNECTION_FAILED) from e
-            _give_capabilities(store, store_type)
+            store.capabilities = store_type.capabilities_of(store)  # type: ignore[misc]
         except Exception as e:
             self.emit(
                 RendezvousEvent(
@@ -486,31 +486,6 @@ def warn_unknown_options(params: RendezvousParameters, store_type: StoreType) ->
             UnknownOptionWarning,
             stacklevel=4,
         )
-
-
-def _give_capabilities(store: Store, store_type: StoreType) -> None:
-    """Give ``store`` its store type's capabilities. A store whose capabilities depend on
-    its configuration may set fewer on the instance; a class that declares others than
-    its store type is an error (one fact, declared twice, disagreeing)."""
-    declared = store_type.capabilities
-    own = vars(store).get("capabilities")
-    if own is not None:
-        if not own <= declared:
-            raise TypeError(
-                f"A store of type '{store_type.name}' claims capabilities "
-                f"{sorted(map(str, own - declared))} that StoreType(capabilities=...) does not "
-                "declare."
-            )
-        return
-    in_class = type(store).capabilities
-    if in_class and in_class != declared:
-        raise TypeError(
-            f"Store type '{store_type.name}' declares capabilities {sorted(map(str, declared))} "
-            f"but its store class {type(store).__name__} declares "
-            f"{sorted(map(str, in_class))}. Declare them once, in StoreType(capabilities=...), "
-            "and remove the class attribute."
-        )
-    store.capabilities = declared  # type: ignore[misc]
 
 
 def store_type_name(params: RendezvousParameters) -> str:

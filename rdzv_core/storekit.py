@@ -112,7 +112,7 @@ def add_to_value(key: str, current: bytes | None, amount: int) -> int:
         raise ValueError(
             f"Cannot add to key {key!r}: its value {shown!r} is not a decimal integer."
         )
-    return (base + amount - _INT64_MIN) % 2**64 + _INT64_MIN
+    return wrap_int64(base + amount)
 
 
 def check_multi_set(keys: Sequence[str], values: Sequence[Value]) -> tuple[list[str], list[bytes]]:

@@ -66,3 +66,26 @@ class StoreType:
                     "a one-line help text."
                 )
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+    def capabilities_of(self, store: Store) -> frozenset[Capability]:
+        """What ``store`` of this type can do: the declared capabilities, or fewer that the
+        store set on itself for its configuration. A store claiming more than declared, or
+        a store class declaring others, is a TypeError (one fact declared twice, disagreeing)."""
+        own = vars(store).get("capabilities")
+        if own is not None:
+            if not own <= self.capabilities:
+                raise TypeError(
+                    f"A store of type '{self.name}' claims capabilities "
+                    f"{sorted(map(str, own - self.capabilities))} that "
+                    "StoreType(capabilities=...) does not declare."
+                )
+            return frozenset(own)
+        in_class = type(store).capabilities
+        if in_class and in_class != self.capabilities:
+            raise TypeError(
+                f"Store type '{self.name}' declares capabilities "
+                f"{sorted(map(str, self.capabilities))} but its store class "
+                f"{type(store).__name__} declares {sorted(map(str, in_class))}. Declare them "
+                "once, in StoreType(capabilities=...), and remove the class attribute."
+            )
+        return self.capabilities

@@ -390,9 +390,6 @@ class RendezvousHandler:
     def _wait_for_next_round(self, round_: int, size: int, deadline: float) -> None:
         """Wait, as a waiting or surplus node, until the participants of ``round_`` leave it."""
         self._standby = size >= self._max
-        if round_ not in self._counted_waiting and self._standby:
-            self._store.add(_r(round_, "standby"), 1)
-            self._counted_waiting.add(round_)
         if not self._standby and round_ not in self._counted_waiting:
             self._store.add(_r(round_, "pending"), 1)
             self._counted_waiting.add(round_)

@@ -77,21 +77,14 @@ class SuiteBase:
     def declared_capabilities(self, store: Store) -> frozenset[Capability]:
         """The capabilities the suite tests: those a store sets for its configuration
         (an instance attribute), else its store type's, else its class's."""
-        own = vars(store).get("capabilities")
-        if own is not None:
-            return frozenset(own)
         if self.store_type is None:
             return frozenset(store.capabilities)
         from ..registry import default_registry
 
-        declared = default_registry().get(self.store_type).capabilities
-        in_class = type(store).capabilities
-        assert not in_class or in_class == declared, (
-            f"{type(store).__name__}.capabilities {sorted(map(str, in_class))} disagrees with "
-            f"store type '{self.store_type}' {sorted(map(str, declared))}: declare them once, "
-            "in StoreType(capabilities=...)"
-        )
-        return declared
+        try:
+            return default_registry().get(self.store_type).capabilities_of(store)
+        except TypeError as e:
+            pytest.fail(str(e))
 
     @pytest.fixture(autouse=True)
     def _capability_gate(self, request: pytest.FixtureRequest) -> None:

@@ -40,11 +40,8 @@ _ABSENT = "\x00rdzv-absent"  # compare_set(key, _ABSENT, _ABSENT) reads without 
 
 
 def _raw(value: Any) -> bytes:
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, list):  # torch may hand values over as lists of ints
-        return bytes(value)
-    return bytes(value)
+    """A value torch handed over (str, bytes, or a list of ints) as bytes."""
+    return value.encode() if isinstance(value, str) else bytes(value)
 
 
 class TorchStoreView(dist.Store):  # type: ignore[misc]
@@ -165,7 +162,7 @@ class TorchBackedStore(Store):
             return getattr(client, method)(*args)
         except dist.DistStoreError as e:
             raise StoreTimeoutError(str(e)) from e
-        except (dist.DistNetworkError, dist.DistError) as e:
+        except dist.DistError as e:
             client = None  # a broken connection is not pooled again
             raise StoreConnectionError(f"The torch store failed: {e}") from e
         except RuntimeError as e:

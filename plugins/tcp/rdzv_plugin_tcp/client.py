@@ -365,7 +365,7 @@ class TCPStore(Store):
         with self._lock:
             if self._lost is None:
                 self._lost = reason
-            busy = list(self._busy.copy())
+            busy = self._busy.copy()
         for link in busy:
             try:
                 link.sock.shutdown(socket.SHUT_RDWR)
