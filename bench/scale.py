@@ -40,11 +40,12 @@ def node():
     handler = create_handler(params)
     with lock:
         handlers.append(time.time())
-    while time.time() < start_at:
-        time.sleep(0.01)
+    go.wait()
     info = handler.next_rendezvous()
     with lock:
         done.append((time.time(), info.rank))
+go = threading.Event()  # one timer, not a thousand sleeping pollers
+threading.Timer(max(0.0, start_at - time.time()), go.set).start()
 threads = [threading.Thread(target=node) for _ in range(count)]
 for t in threads: t.start()
 for t in threads: t.join()

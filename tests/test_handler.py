@@ -220,6 +220,53 @@ def test_any_node_assigns_ranks_when_the_finaliser_died(make: Make) -> None:
     assert results and results[0].world_size == 2 and results[0].rank == 0
 
 
+def test_one_node_takes_over_from_a_dead_finaliser(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Everyone redoing the O(N) rank assignment at once would swamp the store at scale:
+    the first waiting node to claim it takes over, the others keep waiting."""
+    handlers = [make(4, 5) for _ in range(3)]
+    store = make.base.client()  # type: ignore[attr-defined]
+    raw = RendezvousHandler("run", store, StoreBackend(store, "run"), 4, 5)._store
+    slot = raw.add("r0/seq", 1)
+    raw.set(f"r0/slot/{slot}", json.dumps(["zzz-ghost", 1, 0, "00"]))
+
+    def finalise_and_die() -> None:  # before the last call (1 s) ends
+        raw.wait(["r0/slot/4"], 5)
+        assert raw.compare_set("r0/final", "", "4:ghost") == b"4:ghost"
+
+    with caplog.at_level("WARNING", logger="rdzv_core.rendezvous.handler"):
+        *infos, _ = in_threads(*[h.next_rendezvous for h in handlers], finalise_and_die)
+    assert all(isinstance(i, RendezvousInfo) and i.world_size == 4 for i in infos), infos
+    assert sorted(i.rank for i in infos) == [0, 1, 2]
+    takeovers = [r for r in caplog.records if "taking over" in r.getMessage()]
+    assert len(takeovers) == 1, [r.getMessage() for r in takeovers]
+    assert raw.get("r0/assigner").decode() in {h.node_id for h in handlers}
+
+
+def test_a_slow_finaliser_that_heartbeats_is_waited_for(make: Make) -> None:
+    handler = make(2, 2)
+    store = make.base.client()  # type: ignore[attr-defined]
+    raw = RendezvousHandler("run", store, StoreBackend(store, "run"), 2, 2)._store
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(handler.next_rendezvous()))
+    thread.start()
+    raw.wait(["r0/slot/1"], 5)
+    slot = raw.add("r0/seq", 1)
+    raw.set(f"r0/slot/{slot}", json.dumps(["zzz-slow", 1, 0, "00"]))
+    raw.compare_set("r0/final", "", "2:slow-finaliser")
+    started = time.monotonic()
+    beating_for = 2 * FAST.liveness_window.total_seconds()
+    while time.monotonic() - started < beating_for:  # alive, but never writes the ranks
+        raw.add("hb/slow-finaliser", 1)
+        assert not results, "a node took over from a finaliser that was still heartbeating"
+        time.sleep(0.2)
+    thread.join(20)
+    assert results and results[0].rank == 0 and results[0].world_size == 2
+    assert time.monotonic() - started >= beating_for + FAST.liveness_window.total_seconds() - 0.5
+    assert raw.get("r0/assigner").decode() == handler.node_id
+
+
 def test_store_failure_is_a_connection_error_and_shutdown_reports_it(make: Make) -> None:
     handler = make()
     in_threads(handler.next_rendezvous)

@@ -160,6 +160,11 @@ class RendezvousHandler:
         self._closed_seen = False
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        # While a thread is inside next_rendezvous it beats between its waits and the
+        # heartbeat thread keeps off the store, so a node needs a single connection.
+        self._beat_lock = threading.Lock()
+        self._joining = False
+        self._last_beat = 0.0
 
     # -- identity --------------------------------------------------------------------------
 
@@ -208,13 +213,26 @@ class RendezvousHandler:
 
     def _wait_key(self, key: str, seconds: float) -> bool:
         """Wait up to ``seconds`` for ``key``; False on timeout."""
-        try:
-            self._store.wait([key], timedelta(seconds=max(0.0, seconds)))
-        except StoreError as e:
-            if isinstance(e, TimeoutError):
-                return False
-            raise
-        return True
+        return self._wait_keys([key], seconds)
+
+    def _wait_keys(self, keys: list[str], seconds: float) -> bool:
+        """Wait up to ``seconds`` for every key; False on timeout. Inside next_rendezvous
+        the wait is cut at each heartbeat that falls due, and the beat is sent between."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        while True:
+            end = deadline
+            if self._joining and not self._stop.is_set():
+                self._beat_if_due()
+                end = min(end, self._last_beat + self._interval())
+            try:
+                self._store.wait(keys, timedelta(seconds=max(0.0, end - time.monotonic())))
+            except StoreError as e:
+                if not isinstance(e, TimeoutError):
+                    raise
+                if end >= deadline:
+                    return False
+            else:
+                return True
 
     def _closed_error(self) -> RendezvousError:
         self._saw_close()
@@ -242,6 +260,8 @@ class RendezvousHandler:
         RendezvousConnectionError when the store fails.
         """
         deadline = time.monotonic() + self._settings.join_timeout.total_seconds()
+        with self._beat_lock:
+            self._joining = True
         try:
             with self._guard():
                 self._beat()
@@ -253,6 +273,8 @@ class RendezvousHandler:
             if not isinstance(e, RendezvousGracefulExitError):
                 self._event(EventKind.FAILURE, e, step="next_rendezvous")
             raise
+        finally:
+            self._joining = False
 
     def _leave_round(self) -> None:
         with self._lock:
@@ -277,19 +299,21 @@ class RendezvousHandler:
                 self._store.compare_set(_r(round_, "quorum"), "", "1")
             if slot == self._max:
                 self._try_finalize(round_, slot)
-            size = self._await_final(round_, slot, deadline)
+            final = self._await_final(round_, slot, deadline)
+            size = self._final_size(final)
             if slot > size:
                 self._wait_for_next_round(round_, size, deadline)
                 continue
             self._standby = False
-            return self._complete(round_, slot, size)
+            return self._complete(round_, slot, size, final.split(b":", 1)[1].decode())
 
     def _final_size(self, final: bytes) -> int:
         if final == _CLOSED:
             raise self._closed_error()
         return int(final.split(b":", 1)[0])
 
-    def _await_final(self, round_: int, slot: int, deadline: float) -> int:
+    def _await_final(self, round_: int, slot: int, deadline: float) -> bytes:
+        """The round's final token, ``<size>:<id of the node assigning the ranks>``."""
         final_key = _r(round_, "final")
         if slot < self._min:
             self._await_quorum(round_, deadline)
@@ -307,7 +331,8 @@ class RendezvousHandler:
                 final = self._store.get(final_key)
                 if final == _CLOSED:
                     self._raise_if_closed()
-                return self._final_size(final)
+                    raise self._closed_error()
+                return final
 
     def _await_quorum(self, round_: int, deadline: float) -> None:
         """Wait until ``min_nodes`` have joined ``round_``. The node that makes the quorum
@@ -335,8 +360,13 @@ class RendezvousHandler:
     def _assign_ranks(self, round_: int, size: int) -> None:
         """Write every participant's rank; any node may do it, the result is the same."""
         slots = [_r(round_, f"slot/{i}") for i in range(1, size + 1)]
-        self._store.wait(slots)
+        if not self._wait_keys(slots, self._store.timeout.total_seconds()):
+            raise RendezvousTimeoutError(
+                f"The rendezvous '{self._run_id}' round {round_}: not all of its {size} nodes "
+                f"announced themselves within the read timeout ({self._store.timeout})."
+            )
         nodes = [_Node.decode(raw) for raw in self._store.multi_get(slots)]
+        self._beat_while_joining()  # the others watch this node's heartbeat meanwhile
         order = sorted(range(size), key=lambda i: nodes[i])
         keys = [_r(round_, f"rank/{slot + 1}") for slot in order]
         keys += [_r(round_, f"member/{rank}") for rank in range(size)]
@@ -353,11 +383,9 @@ class RendezvousHandler:
         except RendezvousError as e:
             log.debug("could not record the round summary: %s", e)
 
-    def _complete(self, round_: int, slot: int, size: int) -> RendezvousInfo:
+    def _complete(self, round_: int, slot: int, size: int, assigner: str) -> RendezvousInfo:
         rank_key = _r(round_, f"rank/{slot}")
-        window = self._settings.liveness_window.total_seconds()
-        if not self._wait_key(rank_key, window):
-            self._assign_ranks(round_, size)  # the finaliser died before writing them
+        self._await_rank(round_, size, rank_key, assigner)
         rank = int(self._store.get(rank_key))
         successor = None
         if size > 1:
@@ -376,6 +404,31 @@ class RendezvousHandler:
             round=round_,
         )
 
+    def _await_rank(self, round_: int, size: int, rank_key: str, assigner: str) -> None:
+        """Wait for this node's rank while the node assigning the ranks heartbeats. When
+        its heartbeat stood still for the liveness window, one waiting node (the first to
+        claim ``assigner``) takes over; the others go on waiting and watch the new one.
+        At scale, everyone redoing the O(N) assignment at once would swamp the store."""
+        window = self._settings.liveness_window.total_seconds()
+        claim_key = _r(round_, "assigner")
+        claim = ""  # the claim we last saw; the finaliser itself holds none
+        beat = self._counter(f"hb/{assigner}")
+        while not self._wait_key(rank_key, window):
+            latest = self._counter(f"hb/{assigner}")
+            if latest != beat:
+                beat = latest  # alive, only slow
+                continue
+            owner = self._store.compare_set(claim_key, claim, self._node.id).decode()
+            if owner == self._node.id:
+                log.warning(
+                    "rendezvous '%s': node %s stopped heartbeating while assigning the ranks "
+                    "of round %d; taking over", self._run_id, assigner, round_,
+                )  # fmt: skip
+                self._assign_ranks(round_, size)
+            else:
+                claim = assigner = owner
+                beat = self._counter(f"hb/{assigner}")
+
     def _bootstrap(self, round_: int, rank: int) -> RendezvousStoreInfo:
         key = _r(round_, "master")
         if rank == 0:
@@ -384,6 +437,7 @@ class RendezvousHandler:
                 port = probe.getsockname()[1]
             self._store.set(key, json.dumps([self._node.addr, port]))
             return RendezvousStoreInfo(self._node.addr, port)
+        self._wait_key(key, self._store.timeout.total_seconds())
         addr, port = json.loads(self._store.get(key))
         return RendezvousStoreInfo(str(addr), int(port))
 
@@ -422,17 +476,31 @@ class RendezvousHandler:
             )
             self._heartbeat.start()
 
+    def _interval(self) -> float:
+        return self._settings.keep_alive_interval.total_seconds()
+
     def _heartbeat_loop(self) -> None:
-        interval = self._settings.keep_alive_interval.total_seconds()
-        while not self._stop.wait(interval):
+        while not self._stop.wait(self._interval()):
             try:
-                self._beat()
-                self._watch_successor()
+                with self._beat_lock:
+                    if self._joining:
+                        continue  # the joining thread beats between its waits
+                    self._beat()
+                    self._watch_successor()
             except Exception as e:
                 log.warning("rendezvous '%s' heartbeat failed: %s", self._run_id, e)
 
     def _beat(self) -> None:
         self._store.add(f"hb/{self._node.id}", 1)
+        self._last_beat = time.monotonic()
+
+    def _beat_while_joining(self) -> None:
+        if self._joining:
+            self._beat_if_due()
+
+    def _beat_if_due(self) -> None:
+        if not self._stop.is_set() and time.monotonic() - self._last_beat >= self._interval():
+            self._beat()
 
     def _watch_successor(self) -> None:
         with self._lock:

@@ -66,6 +66,9 @@ MIN_LIVENESS = 1.0
 _MAX_RETRY_DELAY = 0.5
 #: How long a lone request busy-polls for its reply before sleeping (seconds).
 SPIN_SECONDS = 0.0002
+#: A store keeps one idle link; extra links (left by concurrent calls) close once they
+#: have gone unused this long (seconds), so a burst does not pin descriptors on the server.
+SPARE_LINK_SECONDS = 30.0
 
 # Requests in flight in this process (started minus finished; each count is GIL-atomic).
 _started = itertools.count()
@@ -94,7 +97,7 @@ class _Link:
     which on virtual machines costs tens of microseconds per hop.
     """
 
-    __slots__ = ("buf", "max_frame", "poller", "sock", "where")
+    __slots__ = ("buf", "idle_since", "max_frame", "poller", "sock", "where")
 
     def __init__(self, sock: socket.socket, where: str) -> None:
         sock.setblocking(False)
@@ -102,6 +105,7 @@ class _Link:
         self.where = where
         self.buf = bytearray()
         self.max_frame = 2**32 - 1
+        self.idle_since = 0.0
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
 
@@ -183,7 +187,9 @@ class TCPStore(Store):
     same port share one server, which stops when the last of them closes). The client
     connects (retrying until ``timeout``), authenticating with ``auth_token`` when the
     server demands it. One TCPStore may be shared by threads: each concurrent operation
-    gets its own connection from a small pool, so a blocked ``get`` holds up nobody.
+    gets its own connection from a small pool, so a blocked ``get`` holds up nobody; the
+    pool keeps one connection, and closes the others after :data:`SPARE_LINK_SECONDS`
+    unused.
 
     Failure is final: once a link to the server is lost, or a server that answered before
     refuses new connections, or a different server instance answers (a restart), every
@@ -423,11 +429,18 @@ class TCPStore(Store):
         finally:
             _finished = next(_finishing)
             self._busy.discard(link)
+        link.idle_since = time.monotonic()
+        spare = None
         with self._lock:
             if self._closed or self._lost is not None:
-                link.close()
+                spare = link
             else:
-                self._idle.append(link)
+                idle = self._idle
+                idle.append(link)  # the most recently used is taken first
+                if len(idle) > 1 and link.idle_since - idle[0].idle_since > SPARE_LINK_SECONDS:
+                    spare = idle.pop(0)
+        if spare is not None:
+            spare.close()
         return reply
 
     # -- the store contract ----------------------------------------------------------------

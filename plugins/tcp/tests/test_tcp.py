@@ -20,7 +20,7 @@ import pytest
 import rdzv_plugin_tcp
 from rdzv_plugin_tcp import AuthenticationError, StoreServer, TCPStore
 from rdzv_plugin_tcp.protocol import GET, MAGIC, SET, VERSION, field
-from tcp_helpers import Relay, Served
+from tcp_helpers import Relay, Served, wait_until
 
 from rdzv_core import (
     RendezvousConnectionError,
@@ -454,3 +454,80 @@ def test_store_host_dying_gives_every_node_a_clear_error(served: Served) -> None
         assert time.monotonic() - start < 5 + 3, "a node hung past its read timeout"
     finally:
         cluster.close()
+
+
+# -- descriptors: one connection per node ---------------------------------------------------
+
+
+def test_a_node_holds_one_connection_while_waiting_and_after(port: int) -> None:
+    """A node blocked in next_rendezvous keeps heartbeating over its single connection,
+    and after the round its heartbeat thread reuses that connection."""
+    from rdzv_core.rendezvous import RendezvousHandler
+    from rdzv_core.rendezvous.settings import HandlerSettings
+
+    from rdzv_core import create_backend as create
+
+    server = StoreServer(port=port).start()
+    settings = HandlerSettings(keep_alive_interval=timedelta(seconds=0.2))
+    handlers: list[RendezvousHandler] = []
+    results: list[int] = []
+
+    def node() -> None:
+        backend, store = create(params(f"127.0.0.1:{port}", is_host="false"))
+        handler = RendezvousHandler("run", store, backend, 2, 2, settings=settings)
+        handlers.append(handler)
+        results.append(handler.next_rendezvous().rank)
+
+    try:
+        first = threading.Thread(target=node)
+        first.start()
+        assert wait_until(lambda: server.connection_count == 1 and handlers, 10)
+        probe = TCPStore("127.0.0.1", port)
+        beat_key = f"rdzv.run/hb/{handlers[0].node_id}"
+        before = probe.add(beat_key, 0)
+        time.sleep(1.5)  # about seven heartbeat intervals, blocked waiting for the second node
+        assert probe.add(beat_key, 0) >= before + 4, "the waiting node stopped heartbeating"
+        assert server.connection_count == 2  # the waiting node and the probe
+        second = threading.Thread(target=node)
+        second.start()
+        first.join(30)
+        second.join(30)
+        assert sorted(results) == [0, 1]
+        time.sleep(1.0)  # heartbeats and successor watching after the round
+        assert server.connection_count == 3, "a node opened a second connection"
+        beat_key = f"rdzv.run/hb/{handlers[1].node_id}"
+        before = probe.add(beat_key, 0)
+        time.sleep(0.6)
+        assert probe.add(beat_key, 0) >= before + 2
+        probe.close()
+    finally:
+        for handler in handlers:
+            handler.close()
+        server.stop()
+
+
+def test_spare_connections_close_after_going_unused(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rdzv_plugin_tcp.client, "SPARE_LINK_SECONDS", 0.3)
+    server = StoreServer(port=port).start()
+    store = TCPStore("127.0.0.1", port)
+    try:
+        waiting = [
+            threading.Thread(target=store.wait, args=([f"k{i}"],)) for i in range(3)
+        ]
+        for thread in waiting:
+            thread.start()
+        assert wait_until(lambda: server.connection_count == 3, 5)
+        store.multi_set(["k0", "k1", "k2"], ["v", "v", "v"])  # a fourth link for this call
+        for thread in waiting:
+            thread.join(5)
+        assert server.connection_count == 4  # a burst leaves spares behind...
+        time.sleep(0.4)
+        for _ in range(4):
+            store.check(["k0"])  # ...which close once they sat unused long enough
+        assert wait_until(lambda: server.connection_count == 1, 5)
+        assert store.get("k1") == b"v"
+    finally:
+        store.close()
+        server.stop()
