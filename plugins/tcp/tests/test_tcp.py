@@ -462,10 +462,7 @@ def test_store_host_dying_gives_every_node_a_clear_error(served: Served) -> None
 def test_a_node_holds_one_connection_while_waiting_and_after(port: int) -> None:
     """A node blocked in next_rendezvous keeps heartbeating over its single connection,
     and after the round its heartbeat thread reuses that connection."""
-    from rdzv_core.rendezvous import RendezvousHandler
-    from rdzv_core.rendezvous.settings import HandlerSettings
-
-    from rdzv_core import create_backend as create
+    from rdzv_core.rendezvous import HandlerSettings, RendezvousHandler
 
     server = StoreServer(port=port).start()
     settings = HandlerSettings(keep_alive_interval=timedelta(seconds=0.2))
@@ -473,7 +470,7 @@ def test_a_node_holds_one_connection_while_waiting_and_after(port: int) -> None:
     results: list[int] = []
 
     def node() -> None:
-        backend, store = create(params(f"127.0.0.1:{port}", is_host="false"))
+        backend, store = create_backend(params(f"127.0.0.1:{port}", is_host="false"))
         handler = RendezvousHandler("run", store, backend, 2, 2, settings=settings)
         handlers.append(handler)
         results.append(handler.next_rendezvous().rank)
@@ -513,9 +510,7 @@ def test_spare_connections_close_after_going_unused(
     server = StoreServer(port=port).start()
     store = TCPStore("127.0.0.1", port)
     try:
-        waiting = [
-            threading.Thread(target=store.wait, args=([f"k{i}"],)) for i in range(3)
-        ]
+        waiting = [threading.Thread(target=store.wait, args=([f"k{i}"],)) for i in range(3)]
         for thread in waiting:
             thread.start()
         assert wait_until(lambda: server.connection_count == 3, 5)
