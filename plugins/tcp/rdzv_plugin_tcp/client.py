@@ -6,6 +6,7 @@ import itertools
 import logging
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -76,6 +77,11 @@ _finishing = itertools.count(1)
 _finished = 0
 
 
+_SMALL_READ = 16 * 1024
+_LARGE_READ = 1024 * 1024
+_TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO / SO_SNDTIMEO
+
+
 def _millis(timeout: timedelta) -> int:
     return min(max(0, round(timeout.total_seconds() * 1000)), MAX_TIMEOUT_MS)
 
@@ -91,34 +97,42 @@ class _Silent(Exception):
 class _Link:
     """One connection to the server; used by one thread at a time.
 
-    The socket is non-blocking. After sending, a lone caller busy-polls the reply for up
-    to :data:`SPIN_SECONDS` before sleeping in ``poll``: on loopback and fast networks the
-    reply usually lands within that, and a thread that never slept need not be woken,
-    which on virtual machines costs tens of microseconds per hop.
+    The socket blocks, with kernel timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO``) as the
+    deadlines, so a reply costs one ``recv``: with hundreds of threads in a process every
+    extra system call is another round of handing over the interpreter lock. After
+    sending, a lone caller busy-polls the reply for up to :data:`SPIN_SECONDS` before
+    sleeping in ``recv``: on loopback and fast networks the reply usually lands within
+    that, and a thread that never slept need not be woken, which on virtual machines
+    costs tens of microseconds per hop.
     """
 
-    __slots__ = ("buf", "idle_since", "max_frame", "poller", "sock", "where")
+    __slots__ = ("buf", "idle_since", "max_frame", "poller", "recv_timeout", "send_timeout",
+                 "sock", "where")  # fmt: skip
 
     def __init__(self, sock: socket.socket, where: str) -> None:
-        sock.setblocking(False)
+        sock.settimeout(None)
         self.sock = sock
         self.where = where
         self.buf = bytearray()
         self.max_frame = 2**32 - 1
         self.idle_since = 0.0
+        self.recv_timeout = self.send_timeout = -1.0
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
 
+    def _kernel_timeout(self, option: int, seconds: float) -> None:
+        whole = int(seconds)
+        micros = max(1000, int((seconds - whole) * 1e6)) if whole == 0 else 0
+        self.sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(whole, micros))
+
     def send(self, payload: bytes, timeout: float) -> None:
-        data = memoryview(U32.pack(len(payload)) + payload)
-        deadline = time.monotonic() + timeout
-        while data:
-            try:
-                data = data[self.sock.send(data) :]
-            except BlockingIOError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not select.select([], [self.sock], [], remaining)[1]:
-                    raise _Silent(f"it took no data for {timeout:.1f} s") from None
+        if timeout != self.send_timeout:
+            self._kernel_timeout(socket.SO_SNDTIMEO, timeout)
+            self.send_timeout = timeout
+        try:
+            self.sock.sendall(U32.pack(len(payload)) + payload)
+        except BlockingIOError:  # SO_SNDTIMEO passed with the data not all taken
+            raise _Silent(f"it took no data for {timeout:.1f} s") from None
 
     def _frame(self) -> bytes | None:
         buf = self.buf
@@ -135,45 +149,51 @@ class _Link:
         del buf[: 4 + size]
         return payload
 
-    def _fill(self) -> None:
-        try:
-            chunk = self.sock.recv(262144)
-        except BlockingIOError:
-            return
-        if not chunk:
-            raise ConnectionResetError("the server closed the connection")
-        self.buf += chunk
+    def _want(self) -> int:
+        """How much to ask ``recv`` for: a small read unless a big frame is arriving (a
+        large request size costs an allocation as large on every call)."""
+        buf = self.buf
+        if len(buf) >= 4:
+            missing = 4 + U32.unpack_from(buf, 0)[0] - len(buf)
+            return max(_SMALL_READ, min(missing, _LARGE_READ))
+        return _SMALL_READ
 
     def receive(self, liveness: float, spin: bool = False, parked: bool = False) -> bytes:
         """The next reply. A plain request must be answered within ``liveness`` seconds.
         A ``parked`` read may wait as long as the server says; while it waits, the link
         is pinged after ``liveness / 2`` s of silence and must answer within as long again.
         """
-        poll = self.poller.poll
         if spin:
+            poll = self.poller.poll
             spin_until = time.perf_counter() + SPIN_SECONDS
             while not poll(0) and time.perf_counter() < spin_until:
                 pass
-        quiet = liveness / 2 if parked else liveness
-        heard = time.monotonic()
-        pinged = 0.0
+        quiet = liveness / 2  # one kernel timeout for every kind of read: no setsockopt per call
+        if quiet != self.recv_timeout:
+            self._kernel_timeout(socket.SO_RCVTIMEO, quiet)
+            self.recv_timeout = quiet
+        silences = 0  # consecutive quiet periods
         while True:
             payload = self._frame()
             if payload is not None:
                 if payload[:1] == bytes([ALIVE]) and parked:
-                    heard, pinged = time.monotonic(), 0.0
+                    silences = 0
                     continue
                 return payload
-            now = time.monotonic()
-            silent_for = now - (pinged or heard)
-            if silent_for >= quiet:
-                if not parked or pinged:
-                    raise _Silent(f"no reply within {liveness:.1f} s")
-                self.send(bytes([PING]), quiet)
-                pinged = now
-                silent_for = 0.0
-            if poll(min(quiet - silent_for, 3600.0) * 1000 + 1):
-                self._fill()
+            try:
+                chunk = self.sock.recv(self._want())
+            except BlockingIOError:  # SO_RCVTIMEO passed in silence
+                silences += 1
+                if silences >= 2:
+                    raise _Silent(f"no reply within {liveness:.1f} s") from None
+                if parked:
+                    self.send(bytes([PING]), quiet)
+                continue
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection")
+            self.buf += chunk
+            if not parked:
+                silences = 0
 
     def close(self) -> None:
         self.sock.close()

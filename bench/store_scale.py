@@ -1,0 +1,282 @@
+"""Store at scale: N concurrent clients of one TCP store server, rdzv against torch 2.13's
+C++ TCPStore (libuv server), side by side in one run.
+
+Each client is its own client object with its own connection; the clients live as threads
+in processes of ``--per-process`` each (one process holds a few hundred descriptors, the
+server one per client: everything stays under the 20,000-descriptor limit). The server runs
+in its own process: ``rdzv serve`` for rdzv, a process hosting ``TCPStore(is_master=True)``
+for torch. Phases, all clients at once:
+
+- connect: every client object is created (connection and handshake);
+- add + get: every client adds 1 to ``arrived``; the client that makes it N sets ``go``;
+  every client then reads ``go`` (a blocked get for all but the last).
+
+Reported: the time of each phase, torch/rdzv ratios, and the server's RSS growth per
+connection (VmRSS with every client connected, minus VmRSS before the first connected).
+
+torch's TCPStore looks up the peer's name (reverse DNS) for every connection it makes or
+accepts; an address that /etc/hosts does not answer goes to the resolver, which stalls for
+seconds now and then. So that no stall lands in torch's figures, every process of the run
+(both sides alike) gets a tiny LD_PRELOAD shim that makes ``getnameinfo`` numeric. The shim
+is compiled with the system's C compiler (``apt-get install gcc`` if there is none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from common import table
+
+SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <netdb.h>
+#include <sys/socket.h>
+typedef int (*real_t)(const struct sockaddr *, socklen_t, char *, socklen_t, char *,
+                      socklen_t, int);
+int getnameinfo(const struct sockaddr *sa, socklen_t salen, char *host, socklen_t hostlen,
+                char *serv, socklen_t servlen, int flags) {
+    static real_t real;
+    if (!real) real = (real_t)dlsym(RTLD_NEXT, "getnameinfo");
+    flags = (flags | NI_NUMERICHOST | NI_NUMERICSERV) & ~NI_NAMEREQD;
+    return real(sa, salen, host, hostlen, serv, servlen, flags);
+}
+"""
+
+TORCH_SERVER = """
+import sys, time
+from datetime import timedelta
+from torch.distributed import TCPStore
+store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
+                 timeout=timedelta(seconds=600))
+print(f"listening on 127.0.0.1:{store.port}", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+CLIENTS = """
+import json, resource, sys, threading, time
+from datetime import timedelta
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+kind, port, count, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+if kind == "torch":
+    from torch.distributed import TCPStore
+    def connect():
+        return TCPStore("127.0.0.1", port, is_master=False, wait_for_workers=False,
+                        timeout=timedelta(seconds=600))
+else:
+    from rdzv_plugin_tcp import TCPStore
+    def connect():
+        return TCPStore("127.0.0.1", port, timeout=timedelta(seconds=600))
+connect_now, go_now = threading.Event(), threading.Event()
+lock = threading.Lock()
+connected, finished, errors = [], [], []
+def client():
+    try:
+        connect_now.wait()
+        store = connect()
+        with lock:
+            connected.append(time.time())
+            if len(connected) == count:
+                print("ready", flush=True)
+        go_now.wait()
+        if store.add("arrived", 1) == total:
+            store.set("go", "1")
+        assert store.get("go") == b"1"
+        with lock:
+            finished.append(time.time())
+    except BaseException as e:
+        errors.append(repr(e))
+        print("ready", flush=True)
+threads = [threading.Thread(target=client) for _ in range(count)]
+for t in threads:
+    t.start()
+print("started", flush=True)
+sys.stdin.readline()
+connect_now.set()
+sys.stdin.readline()
+go_now.set()
+for t in threads:
+    t.join()
+print(json.dumps({"connected": max(connected, default=0), "finished": max(finished, default=0),
+                  "errors": errors[:3], "failed": len(errors)}), flush=True)
+sys.stdin.readline()  # hold the connections until the server's memory was read
+"""
+
+
+def build_shim(directory: str) -> str:
+    source = os.path.join(directory, "numeric_getnameinfo.c")
+    library = os.path.join(directory, "numeric_getnameinfo.so")
+    with open(source, "w") as f:
+        f.write(SHIM)
+    try:
+        subprocess.run(
+            ["cc", "-shared", "-fPIC", "-O2", "-o", library, source, "-ldl"],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit(
+            f"store_scale needs a C compiler for its getnameinfo shim ({e}); "
+            "install one with `apt-get install gcc`."
+        ) from e
+    return library
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def start_server(kind: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+    if kind == "torch":
+        argv = [sys.executable, "-c", TORCH_SERVER]
+    else:
+        argv = [sys.executable, "-m", "rdzv_core", "serve", "--port", "0"]
+        argv += ["--max-connections", "19000"]
+    server = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the {kind} server did not start")
+    return server, int(line.rsplit(":", 1)[1])
+
+
+def tell(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+
+
+def expect(procs: list[subprocess.Popen[str]], word: str) -> None:
+    for proc in procs:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if line != word:
+            raise RuntimeError(f"a client process said {line!r}, not {word!r}")
+
+
+def run(kind: str, n: int, per_process: int, env: dict[str, str]) -> dict[str, float]:
+    import json
+
+    server, port = start_server(kind, env)
+    counts = [per_process] * (n // per_process) + ([n % per_process] if n % per_process else [])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLIENTS, kind, str(port), str(count), str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for count in counts
+    ]
+    try:
+        expect(procs, "started")  # imports done, threads parked
+        time.sleep(1)
+        base = rss_kib(server.pid)
+        start = time.time()
+        tell(procs)
+        expect(procs, "ready")
+        connected_rss = rss_kib(server.pid)
+        time.sleep(0.5)
+        cpu_before = cpu_seconds([server.pid]), cpu_seconds([p.pid for p in procs])
+        go = time.time()
+        tell(procs)
+        reports = []
+        for proc in procs:
+            assert proc.stdout is not None
+            reports.append(json.loads(proc.stdout.readline()))
+        server_cpu = cpu_seconds([server.pid]) - cpu_before[0]
+        client_cpu = cpu_seconds([p.pid for p in procs]) - cpu_before[1]
+        peak = rss_kib(server.pid)
+        failed = sum(r["failed"] for r in reports)
+        if failed:
+            raise RuntimeError(f"{failed} {kind} clients failed: {reports[0]['errors']}")
+        connect_s = max(r["connected"] for r in reports) - start
+        ops_s = max(r["finished"] for r in reports) - go
+        tell(procs)
+    finally:
+        for proc in procs:
+            proc.kill()
+        server.kill()
+        for proc in [*procs, server]:
+            proc.wait()
+    return {
+        "connect": connect_s,
+        "ops": ops_s,
+        "total": connect_s + ops_s,
+        "kib_per_conn": (connected_rss - base) / n,
+        "peak_mib": peak / 1024,
+        "server_cpu": server_cpu,
+        "client_cpu": client_cpu,
+    }
+
+
+def main() -> str:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="2000,8000,16000")
+    parser.add_argument("--per-process", type=int, default=250)
+    args, _ = parser.parse_known_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, LD_PRELOAD=build_shim(tmp))
+        rows = []
+        for n in (int(s) for s in args.sizes.split(",")):
+            torch = run("torch", n, args.per_process, env)
+            rdzv = run("rdzv", n, args.per_process, env)
+            print(f"n={n} torch={torch} rdzv={rdzv}", file=sys.stderr)
+            rows.append(
+                [
+                    f"{n:,}",
+                    f"{torch['connect']:.2f} / {torch['ops']:.2f} / {torch['total']:.2f}",
+                    f"{rdzv['connect']:.2f} / {rdzv['ops']:.2f} / {rdzv['total']:.2f}",
+                    f"{rdzv['total'] / torch['total']:.2f}x",
+                    f"{torch['kib_per_conn']:.1f}",
+                    f"{rdzv['kib_per_conn']:.1f}",
+                    f"{torch['peak_mib']:.0f} / {rdzv['peak_mib']:.0f}",
+                ]
+            )
+    text = (
+        f"### Store at scale: N clients of one server ({args.per_process} client threads per "
+        "process), rdzv vs torch 2.13 TCPStore (libuv)\n\n"
+        + table(
+            [
+                "clients",
+                "torch s: connect / add+get / total",
+                "rdzv s: connect / add+get / total",
+                "rdzv/torch total",
+                "torch server KiB/conn",
+                "rdzv server KiB/conn",
+                "server peak MiB torch / rdzv",
+            ],
+            rows,
+        )
+        + "\n\nTargets: rdzv/torch total ≤ 1.0x at each size; rdzv server ≤ 8 KiB per connection."
+    )
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
