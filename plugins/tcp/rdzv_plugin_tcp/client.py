@@ -154,7 +154,7 @@ class _Link:
         large request size costs an allocation as large on every call)."""
         buf = self.buf
         if len(buf) >= 4:
-            missing = 4 + U32.unpack_from(buf, 0)[0] - len(buf)
+            missing: int = 4 + U32.unpack_from(buf, 0)[0] - len(buf)
             return max(_SMALL_READ, min(missing, _LARGE_READ))
         return _SMALL_READ
 
