@@ -447,3 +447,31 @@ def test_sigterm_still_stops_rdzv_serve_under_attack() -> None:
     assert proc.wait(10) == 0
     for sock in socks:
         sock.close()
+
+
+def test_a_connection_costs_the_server_under_4_kib(server: ChildServer) -> None:
+    """The README's per-connection figure: 4,000 clients, each with a parked read."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 8500:  # this process holds the client ends
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(8500, hard), hard))
+    sockets: list[socket.socket] = []
+    request = frame(bytes([GET]) + field(b"later") + struct.pack(">Q", 60_000))
+    try:
+        for _ in range(200):  # warm the allocator and the selector's tables first
+            sockets.append(raw_client(server.port))
+        time.sleep(0.2)
+        before = server.rss_mib()
+        for _ in range(4000):
+            sock = raw_client(server.port)
+            sock.sendall(request)
+            sockets.append(sock)
+        time.sleep(0.5)
+        per_connection_kib = (server.rss_mib() - before) * 1024 / 4000
+        assert per_connection_kib < 4, f"{per_connection_kib:.1f} KiB per connection"
+        store = TCPStore("127.0.0.1", server.port)
+        store.set("later", "v")
+        assert read_frame(sockets[-1]) == b"\x00v"  # the parked reads were real
+        store.close()
+    finally:
+        for sock in sockets:
+            sock.close()
