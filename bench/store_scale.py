@@ -11,6 +11,14 @@ for torch. Phases, all clients at once:
 - add + get: every client adds 1 to ``arrived``; the client that makes it N sets ``go``;
   every client then reads ``go`` (a blocked get for all but the last).
 
+The client processes of both sides use a 50 ms interpreter switch interval
+(``--switch-interval``; CPython's default is 5 ms): with hundreds of client threads in one
+interpreter, every thread waiting for the interpreter lock wakes 200 times a second by
+default, and on a 2-core VM that futex storm can swamp the run — an artefact of packing
+clients into threads that a real client, one per process, never meets. torch's client holds
+the lock only around its C++ calls, ours runs Python between them, so the default interval
+costs ours more: ``--switch-interval 0.005`` shows it.
+
 Reported: the time of each phase, torch/rdzv ratios, and the server's RSS growth per
 connection (VmRSS with every client connected, minus VmRSS before the first connected).
 
@@ -62,6 +70,7 @@ while True:
 CLIENTS = """
 import json, resource, sys, threading, time
 from datetime import timedelta
+sys.setswitchinterval(float(sys.argv[5]))
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 kind, port, count, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -177,14 +186,16 @@ def expect(procs: list[subprocess.Popen[str]], word: str) -> None:
             raise RuntimeError(f"a client process said {line!r}, not {word!r}")
 
 
-def run(kind: str, n: int, per_process: int, env: dict[str, str]) -> dict[str, float]:
+def run(
+    kind: str, n: int, per_process: int, switch: float, env: dict[str, str]
+) -> dict[str, float]:
     import json
 
     server, port = start_server(kind, env)
     counts = [per_process] * (n // per_process) + ([n % per_process] if n % per_process else [])
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CLIENTS, kind, str(port), str(count), str(n)],
+            [sys.executable, "-c", CLIENTS, kind, str(port), str(count), str(n), str(switch)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -238,7 +249,8 @@ def median_run(
     kind: str, n: int, args: argparse.Namespace, env: dict[str, str]
 ) -> dict[str, float]:
     """The run with the median total of ``args.repeat`` runs."""
-    runs = sorted((run(kind, n, args.per_process, env) for _ in range(args.repeat)),
+    runs = sorted((run(kind, n, args.per_process, args.switch_interval, env)
+                   for _ in range(args.repeat)),
                   key=lambda r: r["total"])  # fmt: skip
     return runs[len(runs) // 2]
 
@@ -248,6 +260,7 @@ def main() -> str:
     parser.add_argument("--sizes", default="2000,8000,16000")
     parser.add_argument("--per-process", type=int, default=250)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--switch-interval", type=float, default=0.05)
     args, _ = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, LD_PRELOAD=build_shim(tmp))
@@ -270,7 +283,8 @@ def main() -> str:
             )
     text = (
         f"### Store at scale: N clients of one server ({args.per_process} client threads per "
-        f"process), rdzv vs torch 2.13 TCPStore (libuv), median of {args.repeat} runs\n\n"
+        f"process, switch interval {args.switch_interval * 1000:g} ms), rdzv vs torch 2.13 "
+        f"TCPStore (libuv), median of {args.repeat} runs\n\n"
         + table(
             [
                 "clients",
