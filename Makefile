@@ -52,7 +52,10 @@ dist-check: $(STAMP)
 test: lint typecheck unit dist-check
 	$(MAKE) demo
 
+# bench/store_scale.py compiles a tiny getnameinfo shim for torch's clients: it needs cc.
 bench: $(STAMP) servers
+	@command -v cc >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null)
 	$(BIN)/python bench/run.py
 
 clean:
