@@ -405,18 +405,20 @@ class RendezvousHandler:
         )
 
     def _await_rank(self, round_: int, size: int, rank_key: str, assigner: str) -> None:
-        """Wait for this node's rank while the node assigning the ranks heartbeats. When
-        its heartbeat stood still for the liveness window, one waiting node (the first to
-        claim ``assigner``) takes over; the others go on waiting and watch the new one.
-        At scale, everyone redoing the O(N) assignment at once would swamp the store."""
+        """Wait for this node's rank while the node assigning the ranks heartbeats.
+
+        Once the ranks are a liveness window late, the assigner's heartbeat is read every
+        window; when it stood still for one, the first waiting node to claim ``assigner``
+        takes over and the others go on waiting, watching the new one. At scale, everyone
+        redoing the O(N) assignment at once would swamp the store."""
         window = self._settings.liveness_window.total_seconds()
         claim_key = _r(round_, "assigner")
         claim = ""  # the claim we last saw; the finaliser itself holds none
-        beat = self._counter(f"hb/{assigner}")
+        beat: int | None = None  # read only once the ranks are late: most rounds never are
         while not self._wait_key(rank_key, window):
             latest = self._counter(f"hb/{assigner}")
             if latest != beat:
-                beat = latest  # alive, only slow
+                beat = latest  # first look, or alive and only slow
                 continue
             owner = self._store.compare_set(claim_key, claim, self._node.id).decode()
             if owner == self._node.id:
@@ -427,7 +429,7 @@ class RendezvousHandler:
                 self._assign_ranks(round_, size)
             else:
                 claim = assigner = owner
-                beat = self._counter(f"hb/{assigner}")
+                beat = None
 
     def _bootstrap(self, round_: int, rank: int) -> RendezvousStoreInfo:
         key = _r(round_, "master")
