@@ -39,6 +39,25 @@ def spawn(code: str, *args: str, cpus: set[int] | None = SERVER_CPU) -> subproce
     return proc
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of ``pid`` in KiB (0 once it is a zombie)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(*pids: int) -> float:
+    """User plus system CPU time of the processes ``pids``, added up."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def time_op(op: Callable[[], object], count: int) -> list[float]:
     """``count`` timings of ``op`` in microseconds."""
     samples = []

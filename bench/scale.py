@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
 
-from common import table
+from common import cpu_seconds, table
 
 NODE_PROCESS = """
 import json, resource, sys, threading, time
@@ -58,12 +57,6 @@ print(json.dumps({"last": max(d[0] for d in done), "ranks": [d[1] for d in done]
                   "created": max(handlers)}), flush=True)
 time.sleep(hold)  # stay in the job (heartbeating) while the server's idle cost is measured
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(n: int, per_process: int, idle_seconds: float, switch_interval: float) -> dict[str, float]:

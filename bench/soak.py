@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from common import CLIENT_CPU, SERVER_CPU, table
+from common import CLIENT_CPU, SERVER_CPU, rss_kib, table
 
 GOOD = """
 import json, sys, threading, time
@@ -146,14 +146,6 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def good_clients(port: int, seconds: float) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", GOOD, str(port), str(seconds)], stdout=subprocess.PIPE, text=True
@@ -182,7 +174,7 @@ def main() -> str:
 
     def sample() -> None:
         while not sampling.is_set():
-            peak[phase[0]] = max(peak[phase[0]], rss_mib(server.pid))
+            peak[phase[0]] = max(peak[phase[0]], rss_kib(server.pid) / 1024)
             time.sleep(0.1)
 
     threading.Thread(target=sample, daemon=True).start()

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 
-from common import table
+from common import cpu_seconds, rss_kib, table
 
 SHIM = r"""
 #define _GNU_SOURCE
@@ -138,23 +138,6 @@ def build_shim(directory: str) -> str:
     return library
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
 def start_server(kind: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
     if kind == "torch":
         argv = [sys.executable, "-c", TORCH_SERVER]
@@ -212,15 +195,15 @@ def run(
         expect(procs, "ready")
         connected_rss = rss_kib(server.pid)
         time.sleep(0.5)
-        cpu_before = cpu_seconds([server.pid]), cpu_seconds([p.pid for p in procs])
+        cpu_before = cpu_seconds(server.pid), cpu_seconds(*(p.pid for p in procs))
         go = time.time()
         tell(procs)
         reports = []
         for proc in procs:
             assert proc.stdout is not None
             reports.append(json.loads(proc.stdout.readline()))
-        server_cpu = cpu_seconds([server.pid]) - cpu_before[0]
-        client_cpu = cpu_seconds([p.pid for p in procs]) - cpu_before[1]
+        server_cpu = cpu_seconds(server.pid) - cpu_before[0]
+        client_cpu = cpu_seconds(*(p.pid for p in procs)) - cpu_before[1]
         peak = rss_kib(server.pid)
         failed = sum(r["failed"] for r in reports)
         if failed:

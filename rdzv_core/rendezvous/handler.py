@@ -221,8 +221,7 @@ class RendezvousHandler:
         deadline = time.monotonic() + max(0.0, seconds)
         while True:
             end = deadline
-            if self._joining and not self._stop.is_set():
-                self._beat_if_due()
+            if self._beat_while_joining():
                 end = min(end, self._last_beat + self._interval())
             try:
                 self._store.wait(keys, timedelta(seconds=max(0.0, end - time.monotonic())))
@@ -496,13 +495,14 @@ class RendezvousHandler:
         self._store.add(f"hb/{self._node.id}", 1)
         self._last_beat = time.monotonic()
 
-    def _beat_while_joining(self) -> None:
-        if self._joining:
-            self._beat_if_due()
-
-    def _beat_if_due(self) -> None:
-        if not self._stop.is_set() and time.monotonic() - self._last_beat >= self._interval():
+    def _beat_while_joining(self) -> bool:
+        """Inside next_rendezvous, send the heartbeat if it is due; True when this thread
+        is the one beating (its waits must then end by the next beat)."""
+        if not self._joining or self._stop.is_set():
+            return False
+        if time.monotonic() - self._last_beat >= self._interval():
             self._beat()
+        return True
 
     def _watch_successor(self) -> None:
         with self._lock:
