@@ -102,10 +102,24 @@ _DONTWAIT_NOSIGNAL = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 _SMALL_READ = 16 * 1024
 _LARGE_READ = 1024 * 1024
 _TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO / SO_SNDTIMEO
+_pack_u32 = U32.pack
+_unpack_u32 = U32.unpack_from
+_pack_i64 = I64.pack
+_unpack_i64 = I64.unpack_from
+_INT64_MIN, _INT64_END = -(2**63), 2**63
+_ALIVE = bytes([ALIVE])
+_PING = bytes([PING])
+_SET, _GET, _ADD, _CAS, _WAIT, _CHECK, _DELETE, _NUM_KEYS, _MULTI_GET, _MULTI_SET = (
+    bytes([op]) for op in (SET, GET, ADD, CAS, WAIT, CHECK, DELETE, NUM_KEYS, MULTI_GET, MULTI_SET)
+)
 
 
 def _millis(timeout: timedelta) -> int:
     return min(max(0, round(timeout.total_seconds() * 1000)), MAX_TIMEOUT_MS)
+
+
+def _timing_of(timeout: timedelta) -> tuple[timedelta, float, bytes]:
+    return timeout, max(MIN_LIVENESS, timeout.total_seconds()), U64.pack(_millis(timeout))
 
 
 class _Restarted(StoreConnectionError):
@@ -128,39 +142,86 @@ class _Link:
     costs tens of microseconds per hop.
     """
 
-    __slots__ = ("buf", "idle_since", "max_frame", "poller", "recv_timeout", "send_timeout",
-                 "sock", "where")  # fmt: skip
+    __slots__ = ("buf", "fd", "idle_since", "liveness", "max_frame", "poller", "sock",
+                 "where")  # fmt: skip
 
     def __init__(self, sock: socket.socket, where: str) -> None:
         sock.settimeout(None)
         self.sock = sock
+        self.fd = sock.fileno()  # safe to keep: a link is closed only while no call uses it
         self.where = where
         self.buf = bytearray()
         self.max_frame = 2**32 - 1
         self.idle_since = 0.0
-        self.recv_timeout = self.send_timeout = -1.0
+        self.liveness = -1.0
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
 
-    def _kernel_timeout(self, option: int, seconds: float) -> None:
-        whole = int(seconds)
-        micros = max(1000, int((seconds - whole) * 1e6)) if whole == 0 else 0
-        self.sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(whole, micros))
+    def _set_liveness(self, liveness: float) -> None:
+        """Kernel timeouts for ``liveness``: a send may stall that long, a receive half
+        as long (a quiet period; two in a row mean the server is silent)."""
+        for option, seconds in ((socket.SO_SNDTIMEO, liveness), (socket.SO_RCVTIMEO, liveness / 2)):
+            whole = int(seconds)
+            micros = max(1000, int((seconds - whole) * 1e6)) if whole == 0 else 0
+            self.sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(whole, micros))
+        self.liveness = liveness
 
-    def send(self, payload: bytes, timeout: float) -> None:
-        if timeout != self.send_timeout:
-            self._kernel_timeout(socket.SO_SNDTIMEO, timeout)
-            self.send_timeout = timeout
-        data = U32.pack(len(payload)) + payload
-        if _send_holding_gil is not None:
-            sent = _send_holding_gil(self.sock.fileno(), data, len(data), _DONTWAIT_NOSIGNAL)
-            if sent == len(data):
-                return
-            data = data[max(0, sent) :]  # the rest (or an error) the ordinary way
+    def exchange(self, payload: bytes, liveness: float, spin: bool, parked: bool) -> bytes:
+        """Send one request and return its reply (see :meth:`receive`). The common case,
+        one whole reply in the first read, is handled here in as few steps as possible:
+        with hundreds of client threads per process, every step costs."""
+        if liveness != self.liveness:
+            self._set_liveness(liveness)
+        data = _pack_u32(len(payload)) + payload
+        sent = (
+            _send_holding_gil(self.fd, data, len(data), _DONTWAIT_NOSIGNAL)
+            if _send_holding_gil
+            else 0
+        )
+        if sent != len(data):
+            self._send_rest(data[max(0, sent) :], liveness)
+        if spin:
+            self._spin()
+        if not self.buf:
+            try:
+                chunk = self.sock.recv(_SMALL_READ)
+            except BlockingIOError:  # a quiet period passed
+                if parked:
+                    self.send(_PING, liveness)
+                return self.receive(liveness, parked, silences=1)
+            size = len(chunk) - 4
+            if size > 0 and _unpack_u32(chunk)[0] == size and (chunk[4] != ALIVE or not parked):
+                return chunk[4:]
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection")
+            self.buf += chunk
+        return self.receive(liveness, parked)
+
+    def send(self, payload: bytes, liveness: float) -> None:
+        """Send one frame carrying ``payload``."""
+        if liveness != self.liveness:
+            self._set_liveness(liveness)
+        data = _pack_u32(len(payload)) + payload
+        sent = (
+            _send_holding_gil(self.fd, data, len(data), _DONTWAIT_NOSIGNAL)
+            if _send_holding_gil
+            else 0
+        )
+        if sent != len(data):
+            self._send_rest(data[max(0, sent) :], liveness)
+
+    def _send_rest(self, data: bytes, liveness: float) -> None:
+        """What the non-blocking send left (or all of it, after an error) the ordinary way."""
         try:
             self.sock.sendall(data)
         except BlockingIOError:  # SO_SNDTIMEO passed with the data not all taken
-            raise _Silent(f"it took no data for {timeout:.1f} s") from None
+            raise _Silent(f"it took no data for {liveness:.1f} s") from None
+
+    def _spin(self) -> None:
+        poll = self.poller.poll
+        spin_until = time.perf_counter() + SPIN_SECONDS
+        while not poll(0) and time.perf_counter() < spin_until:
+            pass
 
     def _frame(self) -> bytes | None:
         buf = self.buf
@@ -186,25 +247,19 @@ class _Link:
             return max(_SMALL_READ, min(missing, _LARGE_READ))
         return _SMALL_READ
 
-    def receive(self, liveness: float, spin: bool = False, parked: bool = False) -> bytes:
+    def receive(self, liveness: float, parked: bool = False, silences: int = 0) -> bytes:
         """The next reply. A plain request must be answered within ``liveness`` seconds.
         A ``parked`` read may wait as long as the server says; while it waits, the link
         is pinged after ``liveness / 2`` s of silence and must answer within as long again.
+        ``silences`` counts the quiet periods already passed.
         """
-        if spin:
-            poll = self.poller.poll
-            spin_until = time.perf_counter() + SPIN_SECONDS
-            while not poll(0) and time.perf_counter() < spin_until:
-                pass
-        quiet = liveness / 2  # one kernel timeout for every kind of read: no setsockopt per call
-        if quiet != self.recv_timeout:
-            self._kernel_timeout(socket.SO_RCVTIMEO, quiet)
-            self.recv_timeout = quiet
-        silences = 0  # consecutive quiet periods
+        if liveness != self.liveness:
+            self._set_liveness(liveness)
+        buf = self.buf
         while True:
             payload = self._frame()
             if payload is not None:
-                if payload[:1] == bytes([ALIVE]) and parked:
+                if parked and payload[:1] == _ALIVE:
                     silences = 0
                     continue
                 return payload
@@ -215,11 +270,11 @@ class _Link:
                 if silences >= 2:
                     raise _Silent(f"no reply within {liveness:.1f} s") from None
                 if parked:
-                    self.send(bytes([PING]), quiet)
+                    self.send(_PING, liveness)
                 continue
             if not chunk:
                 raise ConnectionResetError("the server closed the connection")
-            self.buf += chunk
+            buf += chunk
             if not parked:
                 silences = 0
 
@@ -271,6 +326,7 @@ class TCPStore(Store):
         self._lost: str | None = None
         self._server_id: bytes | None = None
         self._max_frame = DEFAULT_MAX_FRAME_SIZE
+        self._timing_cache = _timing_of(self._timeout)
         self._server: StoreServer | None = None
         if is_master:
             self._resolve()  # the other nodes will need this name: fail now if it has none
@@ -312,8 +368,13 @@ class TCPStore(Store):
         role = "master" if self._server else "client"
         return f"TCPStore({self.host!r}, {self.port}, {role})"
 
-    def _liveness(self) -> float:
-        return max(MIN_LIVENESS, self.timeout.total_seconds())
+    def _timing(self) -> tuple[timedelta, float, bytes]:
+        """``(timeout, liveness in seconds, the timeout as a request's wait field)``, worked
+        out again only when the timeout changed."""
+        timing = self._timing_cache
+        if timing[0] is not self._timeout:
+            timing = self._timing_cache = _timing_of(self._timeout)  # one tuple: atomic
+        return timing
 
     # -- connections -----------------------------------------------------------------------
 
@@ -427,9 +488,14 @@ class TCPStore(Store):
                 pass
         return kind(f"Lost the TCP store at {self.where}: {self._lost}.")
 
-    def _request(
-        self, payload: bytes, wait: timedelta | None = None, what: str = "request"
-    ) -> tuple[int, Reader]:
+    def _malformed(self, reply: bytes) -> StoreError:
+        return StoreError(
+            f"The TCP store at {self.where} sent a malformed reply ({len(reply)} bytes)."
+        )
+
+    def _request(self, payload: bytes, wait: float | None = None, what: str = "request") -> bytes:
+        """Send ``payload`` and return the reply (its status byte first, never an error
+        status). ``wait`` marks a blocking read and bounds it (seconds)."""
         if self._closed:
             raise StoreError("This TCPStore is closed.")
         if self._lost is not None:
@@ -440,7 +506,7 @@ class TCPStore(Store):
                 f"{self._max_frame} bytes (max_frame_size)."
             )
         if self._server is not None:
-            reply = self._server.call_local(payload, None if wait is None else wait.total_seconds())
+            reply = self._server.call_local(payload, wait)
         else:
             reply = self._remote(payload, wait is not None)
         status = reply[0]
@@ -448,22 +514,25 @@ class TCPStore(Store):
             raise ValueError(reply[1:].decode(errors="replace"))
         if status == FAILED:
             raise StoreError(reply[1:].decode(errors="replace"))
-        return status, Reader(reply, 1)
+        return reply
 
     def _remote(self, payload: bytes, parked: bool) -> bytes:
         global _finished
-        with self._lock:
-            link = self._idle.pop() if self._idle else None
-        if link is None:
+        # The pool needs no lock: list.pop and .append are atomic, so each idle link is
+        # taken by exactly one caller, and only idle links are ever closed.
+        try:
+            link = self._idle.pop()
+        except IndexError:
             link = self._connect()
         self._busy.add(link)  # set.add and .discard are atomic under the GIL
+        timing = self._timing_cache
+        if timing[0] is not self._timeout:
+            timing = self._timing()
         started = next(_started)
-        liveness = self._liveness()
         try:
-            link.send(payload, liveness)
             # Spin only when this is the process's only request in flight: threads that
             # spin together would just fight over the interpreter lock.
-            reply = link.receive(liveness, spin=started - _finished == 0, parked=parked)
+            reply = link.exchange(payload, timing[1], started == _finished, parked)
         except (OSError, _Silent) as e:
             link.close()
             if isinstance(e, _Silent):
@@ -477,92 +546,109 @@ class TCPStore(Store):
         finally:
             _finished = next(_finishing)
             self._busy.discard(link)
-        link.idle_since = time.monotonic()
-        spare = None
-        with self._lock:
-            if self._closed or self._lost is not None:
-                spare = link
+        link.idle_since = now = time.monotonic()
+        idle = self._idle
+        idle.append(link)  # the most recently used is taken first
+        if self._closed or self._lost is not None:
+            self._close_idle()  # close() or _lose() may have emptied the pool before this
+        elif len(idle) > 1 and now - idle[0].idle_since > SPARE_LINK_SECONDS:
+            try:
+                spare = idle.pop(0)
+            except IndexError:  # another caller took it meanwhile
+                pass
             else:
-                idle = self._idle
-                idle.append(link)  # the most recently used is taken first
-                if len(idle) > 1 and link.idle_since - idle[0].idle_since > SPARE_LINK_SECONDS:
-                    spare = idle.pop(0)
-        if spare is not None:
-            spare.close()
+                spare.close()
         return reply
+
+    def _close_idle(self) -> None:
+        idle = self._idle
+        while True:
+            try:
+                link = idle.pop()
+            except IndexError:
+                return
+            link.close()
 
     # -- the store contract ----------------------------------------------------------------
 
     def set(self, key: str, value: Value) -> None:
+        key_bytes = check_key(key).encode()
         self._request(
-            bytes([SET]) + field(check_key(key).encode()) + to_bytes(value),
+            _SET + _pack_u32(len(key_bytes)) + key_bytes + to_bytes(value),
             what=f"set of key {key!r}",
         )
 
     def get(self, key: str) -> bytes:
-        wait = self.timeout
-        status, reply = self._request(
-            bytes([GET]) + field(check_key(key).encode()) + U64.pack(_millis(wait)), wait
+        timeout, _, wait_field = self._timing()
+        key_bytes = check_key(key).encode()
+        reply = self._request(
+            _GET + _pack_u32(len(key_bytes)) + key_bytes + wait_field, timeout.total_seconds()
         )
-        if status == TIMEOUT:
-            raise timeout_error([key], wait)
-        return reply.rest()
+        if reply[0] == TIMEOUT:
+            raise timeout_error([key], timeout)
+        return reply[1:]
 
     def add(self, key: str, amount: int) -> int:
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise TypeError(f"The amount to add must be an int, not {type(amount).__name__}.")
-        amount = wrap_int64(amount)
-        _, reply = self._request(bytes([ADD]) + field(check_key(key).encode()) + I64.pack(amount))
-        return reply.i64()
+        if not _INT64_MIN <= amount < _INT64_END:
+            amount = wrap_int64(amount)
+        key_bytes = check_key(key).encode()
+        reply = self._request(_ADD + _pack_u32(len(key_bytes)) + key_bytes + _pack_i64(amount))
+        if len(reply) != 9:
+            raise self._malformed(reply)
+        result: int = _unpack_i64(reply, 1)[0]
+        return result
 
     def compare_set(self, key: str, expected: Value, desired: Value) -> bytes:
         payload = (
-            bytes([CAS])
+            _CAS
             + field(check_key(key).encode())
             + field(to_bytes(expected))
             + field(to_bytes(desired))
         )
-        return self._request(payload, what=f"compare_set of key {key!r}")[1].rest()
+        return self._request(payload, what=f"compare_set of key {key!r}")[1:]
 
     def wait(self, keys: Sequence[str], timeout: timedelta | float | None = None) -> None:
         names = check_keys(keys)
         limit = as_timeout(timeout, self.timeout)
         if not names:
             return
-        status, _ = self._request(
-            bytes([WAIT]) + fields([k.encode() for k in names]) + U64.pack(_millis(limit)), limit
+        reply = self._request(
+            _WAIT + fields([k.encode() for k in names]) + U64.pack(_millis(limit)),
+            limit.total_seconds(),
         )
-        if status == TIMEOUT:
+        if reply[0] == TIMEOUT:
             raise timeout_error(names, limit)
 
     def check(self, keys: Sequence[str]) -> bool:
         names = check_keys(keys)
-        return self._request(bytes([CHECK]) + fields([k.encode() for k in names]))[1].u8() == 1
+        return Reader(self._request(_CHECK + fields([k.encode() for k in names])), 1).u8() == 1
 
     def delete_key(self, key: str) -> bool:
-        return self._request(bytes([DELETE]) + field(check_key(key).encode()))[1].u8() == 1
+        return Reader(self._request(_DELETE + field(check_key(key).encode())), 1).u8() == 1
 
     def num_keys(self) -> int:
-        return self._request(bytes([NUM_KEYS]))[1].u64()
+        return Reader(self._request(_NUM_KEYS), 1).u64()
 
     def multi_get(self, keys: Sequence[str]) -> list[bytes]:
         names = check_keys(keys)
         if not names:
             return []
-        wait = self.timeout
-        status, reply = self._request(
-            bytes([MULTI_GET]) + fields([k.encode() for k in names]) + U64.pack(_millis(wait)),
-            wait,
+        timeout, _, wait_field = self._timing()
+        reply = self._request(
+            _MULTI_GET + fields([k.encode() for k in names]) + wait_field,
+            timeout.total_seconds(),
         )
-        if status == TIMEOUT:
-            raise timeout_error(names, wait)
-        return reply.fields()
+        if reply[0] == TIMEOUT:
+            raise timeout_error(names, timeout)
+        return Reader(reply, 1).fields()
 
     def multi_set(self, keys: Sequence[str], values: Sequence[Value]) -> None:
         names, raws = check_multi_set(keys, values)
         if names:
             self._request(
-                bytes([MULTI_SET]) + fields([k.encode() for k in names]) + fields(raws),
+                _MULTI_SET + fields([k.encode() for k in names]) + fields(raws),
                 what=f"multi_set of {len(names)} keys",
             )
 
@@ -571,8 +657,6 @@ class TCPStore(Store):
             if self._closed:
                 return
             self._closed = True
-            idle, self._idle = self._idle, []
-        for link in idle:
-            link.close()
+        self._close_idle()  # links in use are closed by their callers when they finish
         if self._server is not None:
             release_server(self._server)
