@@ -1,4 +1,4 @@
-"""StoreServer: the TCP store's server, one selector loop in a background thread.
+"""StoreServer: the TCP store's server, one epoll (or poll) loop in a background thread.
 
 Blocking reads (get, wait, multi_get) park the connection on the keys they need and are
 answered when a write sets the last of them or their deadline passes; nothing polls.
@@ -14,7 +14,7 @@ import heapq
 import itertools
 import logging
 import os
-import selectors
+import select
 import socket
 import threading
 import time
@@ -69,6 +69,32 @@ _MAX_IOV = 512  # chunks per sendmsg
 _TICK = 1.0  # housekeeping interval: deadlines, accept back-off, log summaries
 _MAX_REFUSING = 64  # connections being told "server full" at once; more are just closed
 _ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_unpack_u32 = U32.unpack_from
+_IN, _OUT, _BROKEN = select.POLLIN, select.POLLOUT, select.POLLERR | select.POLLHUP
+
+
+class _Poller:
+    """epoll where the system has it, else poll(2): descriptors and event masks in,
+    ``(descriptor, events)`` out. Used directly, without the selectors module's
+    bookkeeping, since the loop pays for every step once per request."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        impl: Any = self._epoll or select.poll()
+        self.register = impl.register
+        self.modify = impl.modify
+        self.unregister = impl.unregister
+        self._poll = impl.poll
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        if self._epoll is not None:
+            events: list[tuple[int, int]] = self._poll(timeout, 4096)
+            return events
+        return self._poll(timeout * 1000)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
 
 
 class _LogLimiter:
@@ -135,6 +161,7 @@ class _Conn:
         "closing",
         "discard",
         "events",
+        "fd",
         "frame_started",
         "nonce",
         "out",
@@ -157,7 +184,8 @@ class _Conn:
         self.state = _HELLO
         self.nonce = b""
         self.waiter: _Waiter | None = None
-        self.events = selectors.EVENT_READ
+        self.fd = sock.fileno()
+        self.events = _IN
         self.closing = False
         self.discard = 0  # bytes of an oversized frame still to be dropped
         self.paused = False
@@ -239,7 +267,7 @@ class StoreServer:
         self.server_id = os.urandom(SERVER_ID_SIZE)
         self.failure: BaseException | None = None
         self._token = auth_token
-        self._selector = selectors.DefaultSelector()
+        self._poller = _Poller()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -249,6 +277,7 @@ class StoreServer:
         self._dead_timers = 0
         self._seq = itertools.count()
         self._conns: set[_Conn] = set()
+        self._by_fd: dict[int, _Conn] = {}
         self._refusing = 0
         self._ready: list[_Conn] = []
         self._paused: deque[_Conn] = deque()
@@ -315,8 +344,8 @@ class StoreServer:
         """Run the loop in this thread until :meth:`stop`."""
         self._loop_thread = threading.get_ident()
         try:
-            self._selector.register(self._listener, selectors.EVENT_READ, None)
-            self._selector.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
+            self._poller.register(self._listener.fileno(), _IN)
+            self._poller.register(self._wake_r.fileno(), _IN)
             self._loop()
         except BaseException as e:
             self.failure = e
@@ -327,7 +356,9 @@ class StoreServer:
             self._close_all()
 
     def _loop(self) -> None:
-        sel = self._selector
+        poll = self._poller.poll
+        by_fd = self._by_fd
+        listener, wake = self._listener.fileno(), self._wake_r.fileno()
         self._next_tick = time.monotonic() + _TICK
         while not self._stopping:
             now = time.monotonic()
@@ -336,23 +367,26 @@ class StoreServer:
                 due = min(due, self._timers[0][0])
             if not self._accepting:
                 due = min(due, self._accept_resume)
-            for key, mask in sel.select(max(0.0, min(due - now, _TICK))):
-                data = key.data
-                if data is None:
-                    self._accept()
-                elif data is self._wake_r:
-                    self._drain_wake()
-                else:
-                    if mask & selectors.EVENT_WRITE:
-                        self._flush(data)
-                    if mask & selectors.EVENT_READ and data in self._conns:
-                        self._read(data)
+            for fd, mask in poll(max(0.0, min(due - now, _TICK))):
+                conn = by_fd.get(fd)
+                if conn is None:
+                    if fd == listener:
+                        self._accept()
+                    elif fd == wake:
+                        self._drain_wake()
+                    continue
+                if mask & _BROKEN:  # an error or hang-up: let the next send or recv say which
+                    mask |= conn.events
+                if mask & _OUT and conn.events & _OUT:
+                    self._flush(conn)
+                if mask & _IN and conn.events & _IN and by_fd.get(fd) is conn:
+                    self._read(conn)
             now = time.monotonic()
             if self._timers and self._timers[0][0] <= now:
                 self._expire(now)
             if not self._accepting and now >= self._accept_resume:
                 self._accepting = True
-                sel.register(self._listener, selectors.EVENT_READ, None)
+                self._poller.register(listener, _IN)
             if now >= self._next_tick:
                 self._housekeeping(now)
             if self._outbox:
@@ -386,7 +420,7 @@ class StoreServer:
         for sock in (self._listener, self._wake_r, self._wake_w):
             sock.close()
         try:
-            self._selector.close()
+            self._poller.close()
         except Exception:  # pragma: no cover - closing a broken selector
             pass
         self._stopped.set()
@@ -431,7 +465,7 @@ class StoreServer:
                 self._accept_backoff = min(max(0.05, self._accept_backoff * 2), 2.0)
                 self._accept_resume = time.monotonic() + self._accept_backoff
                 self._accepting = False
-                self._selector.unregister(self._listener)
+                self._poller.unregister(self._listener.fileno())
                 self._logs.warning(
                     "cannot accept connections (%s); pausing %.2f s, still serving %d clients",
                     os.strerror(e.errno or 0),
@@ -461,7 +495,8 @@ class StoreServer:
             conn.state = _REFUSING
             self._refusing += 1
         self._conns.add(conn)
-        self._selector.register(sock, selectors.EVENT_READ, conn)
+        self._by_fd[conn.fd] = conn
+        self._poller.register(conn.fd, _IN)
         self._logs.connected += 1
         log.debug("client %s connected (%d connected)", peer, len(self._conns))
 
@@ -475,10 +510,11 @@ class StoreServer:
             with self._lock:
                 self._drop_waiter(conn.waiter)
             conn.waiter = None
+        self._by_fd.pop(conn.fd, None)
         if conn.events:
             try:
-                self._selector.unregister(conn.sock)
-            except (KeyError, ValueError):
+                self._poller.unregister(conn.fd)
+            except (KeyError, ValueError, OSError):
                 pass
         self._buffered -= len(conn.rbuf)
         conn.rbuf = bytearray()
@@ -495,16 +531,16 @@ class StoreServer:
     def _set_events(self, conn: _Conn) -> None:
         want = 0
         if conn.out:
-            want |= selectors.EVENT_WRITE
+            want |= _OUT
         if not conn.closing and not conn.paused:
-            want |= selectors.EVENT_READ
+            want |= _IN
         if want != conn.events:
             if not conn.events:
-                self._selector.register(conn.sock, want, conn)
+                self._poller.register(conn.fd, want)
             elif not want:
-                self._selector.unregister(conn.sock)
+                self._poller.unregister(conn.fd)
             else:
-                self._selector.modify(conn.sock, want, conn)
+                self._poller.modify(conn.fd, want)
             conn.events = want
 
     def _read(self, conn: _Conn) -> None:
@@ -526,6 +562,20 @@ class StoreServer:
                 self._close(conn, f"connection closed inside a frame ({len(conn.rbuf)} bytes)")
             else:
                 self._close(conn, None)
+            return
+        size = len(data) - 4
+        if (
+            size > 0
+            and not conn.rbuf
+            and conn.state == _READY
+            and conn.waiter is None
+            and not conn.out
+            and not conn.closing
+            and not conn.discard
+            and _unpack_u32(data)[0] == size
+            and size <= self.limits.max_frame_size
+        ):
+            self._handle_one(conn, data)  # the common case: exactly one whole request
             return
         if conn.discard:
             dropped = min(conn.discard, len(data))
@@ -603,6 +653,22 @@ class StoreServer:
             conn.frame_started = time.monotonic() if conn.rbuf or conn.discard else 0.0
             self._resume_paused()
         if conn in self._conns:
+            self._set_events(conn)
+
+    def _handle_one(self, conn: _Conn, data: bytes) -> None:
+        """Handle ``data``, one whole request frame that arrived alone on an idle
+        connection: no buffering, no accounting, nothing held back."""
+        try:
+            with self._lock:
+                self._dispatch(conn, memoryview(data)[4:])
+        except ProtocolError as e:
+            self._close(conn, f"malformed frame: {e}")
+            return
+        except Exception as e:  # a bug must cost one connection, never the server
+            log.exception("internal error on a request of %s", conn.peer)
+            self._close(conn, f"internal error: {e!r}")
+            return
+        if conn.out and conn in self._conns:
             self._set_events(conn)
 
     def _handle_frame(self, conn: _Conn, buf: bytearray, start: int, end: int) -> None:
