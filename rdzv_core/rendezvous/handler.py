@@ -367,11 +367,13 @@ class RendezvousHandler:
         nodes = [_Node.decode(raw) for raw in self._store.multi_get(slots)]
         self._beat_while_joining()  # the others watch this node's heartbeat meanwhile
         order = sorted(range(size), key=lambda i: nodes[i])
+        ids = [nodes[slot].id for slot in order]
+        # A node's rank value names its successor too: one read tells it both.
         keys = [_r(round_, f"rank/{slot + 1}") for slot in order]
+        values = [f"{rank}\n{ids[(rank + 1) % size]}" for rank in range(size)]
         keys += [_r(round_, f"member/{rank}") for rank in range(size)]
-        values = [str(rank) for rank in range(size)] + [nodes[slot].id for slot in order]
-        self._store.multi_set(keys, values)
-        self._record_summary(round_, [nodes[slot].id for slot in order])
+        self._store.multi_set(keys, values + ids)
+        self._record_summary(round_, ids)
 
     def _record_summary(self, round_: int, members: list[str]) -> None:
         """Keep a readable summary of the latest round in the backend (best effort)."""
@@ -385,10 +387,9 @@ class RendezvousHandler:
     def _complete(self, round_: int, slot: int, size: int, assigner: str) -> RendezvousInfo:
         rank_key = _r(round_, f"rank/{slot}")
         self._await_rank(round_, size, rank_key, assigner)
-        rank = int(self._store.get(rank_key))
-        successor = None
-        if size > 1:
-            successor = self._store.get(_r(round_, f"member/{(rank + 1) % size}")).decode()
+        rank_text, _, next_id = self._store.get(rank_key).decode().partition("\n")
+        rank = int(rank_text)
+        successor = next_id if size > 1 else None
         bootstrap = self._bootstrap(round_, rank)
         if self._store.add(_r(round_, "read"), 1) == size:
             self._store.set(_r(round_, "all_read"), "1")  # a hosting node may now leave
