@@ -526,3 +526,39 @@ def test_spare_connections_close_after_going_unused(
     finally:
         store.close()
         server.stop()
+
+
+def _serve_replies(listener: socket.socket, replies: list[bytes]) -> None:
+    """A server that shakes hands like ours, then answers each request with the next of
+    ``replies`` (raw frame payloads), right or wrong."""
+    from rdzv_plugin_tcp.protocol import hello_reply
+
+    conn, _ = listener.accept()
+    with conn:
+        conn.recv(64)  # the hello
+        hello = hello_reply(os.urandom(16), 1 << 20, None)
+        conn.sendall(struct.pack(">I", len(hello)) + hello)
+        for reply in replies:
+            if not conn.recv(4096):
+                return
+            conn.sendall(struct.pack(">I", len(reply)) + reply)
+        conn.recv(4096)
+
+
+def test_a_malformed_reply_is_a_store_error_not_a_wrong_answer() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        short_add, long_add = b"\x00\x00\x01", b"\x00" + struct.pack(">q", 7) + b"extra"
+        server = threading.Thread(
+            target=_serve_replies, args=(listener, [short_add, long_add, b"\x00value"])
+        )
+        server.start()
+        store = TCPStore("127.0.0.1", listener.getsockname()[1], timeout=timedelta(seconds=5))
+        try:
+            with pytest.raises(StoreError, match="malformed reply \\(3 bytes\\)"):
+                store.add("counter", 1)
+            with pytest.raises(StoreError, match="malformed reply \\(14 bytes\\)"):
+                store.add("counter", 1)
+            assert store.get("key") == b"value"  # the link is still in step
+        finally:
+            store.close()
+            server.join(10)
