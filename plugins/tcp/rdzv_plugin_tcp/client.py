@@ -170,16 +170,7 @@ class _Link:
         """Send one request and return its reply (see :meth:`receive`). The common case,
         one whole reply in the first read, is handled here in as few steps as possible:
         with hundreds of client threads per process, every step costs."""
-        if liveness != self.liveness:
-            self._set_liveness(liveness)
-        data = _pack_u32(len(payload)) + payload
-        sent = (
-            _send_holding_gil(self.fd, data, len(data), _DONTWAIT_NOSIGNAL)
-            if _send_holding_gil
-            else 0
-        )
-        if sent != len(data):
-            self._send_rest(data[max(0, sent) :], liveness)
+        self.send(payload, liveness)
         if spin:
             self._spin()
         if not self.buf:
