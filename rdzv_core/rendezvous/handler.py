@@ -289,7 +289,7 @@ class RendezvousHandler:
             round_ = self._current_round()
             final = self._peek(_r(round_, "final"))
             if final is not None:
-                self._wait_for_next_round(round_, self._final_size(final), deadline)
+                self._wait_for_next_round(round_, self._parse_final(final)[0], deadline)
                 continue
             slot = self._store.add(_r(round_, "seq"), 1)
             self._store.set(_r(round_, f"slot/{slot}"), self._node.encode())
@@ -298,18 +298,19 @@ class RendezvousHandler:
                 self._store.compare_set(_r(round_, "quorum"), "", "1")
             if slot == self._max:
                 self._try_finalize(round_, slot)
-            final = self._await_final(round_, slot, deadline)
-            size = self._final_size(final)
+            size, assigner = self._parse_final(self._await_final(round_, slot, deadline))
             if slot > size:
                 self._wait_for_next_round(round_, size, deadline)
                 continue
             self._standby = False
-            return self._complete(round_, slot, size, final.split(b":", 1)[1].decode())
+            return self._complete(round_, slot, size, assigner)
 
-    def _final_size(self, final: bytes) -> int:
+    def _parse_final(self, final: bytes) -> tuple[int, str]:
+        """``(size, assigner id)`` from a final token; a closed run raises."""
         if final == _CLOSED:
             raise self._closed_error()
-        return int(final.split(b":", 1)[0])
+        size, _, assigner = final.decode().partition(":")
+        return int(size), assigner
 
     def _await_final(self, round_: int, slot: int, deadline: float) -> bytes:
         """The round's final token, ``<size>:<id of the node assigning the ranks>``."""

@@ -516,14 +516,12 @@ class TCPStore(Store):
         except IndexError:
             link = self._connect()
         self._busy.add(link)  # set.add and .discard are atomic under the GIL
-        timing = self._timing_cache
-        if timing[0] is not self._timeout:
-            timing = self._timing()
+        liveness = self._timing()[1]
         started = next(_started)
         try:
             # Spin only when this is the process's only request in flight: threads that
             # spin together would just fight over the interpreter lock.
-            reply = link.exchange(payload, timing[1], started == _finished, parked)
+            reply = link.exchange(payload, liveness, started == _finished, parked)
         except (OSError, _Silent) as e:
             link.close()
             if isinstance(e, _Silent):

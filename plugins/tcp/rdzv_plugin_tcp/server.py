@@ -69,7 +69,6 @@ _MAX_IOV = 512  # chunks per sendmsg
 _TICK = 1.0  # housekeeping interval: deadlines, accept back-off, log summaries
 _MAX_REFUSING = 64  # connections being told "server full" at once; more are just closed
 _ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-_unpack_u32 = U32.unpack_from
 _IN, _OUT, _BROKEN = select.POLLIN, select.POLLOUT, select.POLLERR | select.POLLHUP
 
 
@@ -563,20 +562,6 @@ class StoreServer:
             else:
                 self._close(conn, None)
             return
-        size = len(data) - 4
-        if (
-            size > 0
-            and not conn.rbuf
-            and conn.state == _READY
-            and conn.waiter is None
-            and not conn.out
-            and not conn.closing
-            and not conn.discard
-            and _unpack_u32(data)[0] == size
-            and size <= self.limits.max_frame_size
-        ):
-            self._handle_one(conn, data)  # the common case: exactly one whole request
-            return
         if conn.discard:
             dropped = min(conn.discard, len(data))
             conn.discard -= dropped
@@ -653,22 +638,6 @@ class StoreServer:
             conn.frame_started = time.monotonic() if conn.rbuf or conn.discard else 0.0
             self._resume_paused()
         if conn in self._conns:
-            self._set_events(conn)
-
-    def _handle_one(self, conn: _Conn, data: bytes) -> None:
-        """Handle ``data``, one whole request frame that arrived alone on an idle
-        connection: no buffering, no accounting, nothing held back."""
-        try:
-            with self._lock:
-                self._dispatch(conn, memoryview(data)[4:])
-        except ProtocolError as e:
-            self._close(conn, f"malformed frame: {e}")
-            return
-        except Exception as e:  # a bug must cost one connection, never the server
-            log.exception("internal error on a request of %s", conn.peer)
-            self._close(conn, f"internal error: {e!r}")
-            return
-        if conn.out and conn in self._conns:
             self._set_events(conn)
 
     def _handle_frame(self, conn: _Conn, buf: bytearray, start: int, end: int) -> None:
