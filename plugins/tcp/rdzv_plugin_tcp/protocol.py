@@ -77,22 +77,24 @@ class Reader:
         self.data = data
         self.pos = pos
 
-    def _need(self, size: int) -> int:
-        end = self.pos + size
-        if end > len(self.data):
-            raise ProtocolError(f"frame truncated: needed {end} bytes, have {len(self.data)}")
-        return end
+    def _truncated(self, end: int) -> ProtocolError:
+        return ProtocolError(f"frame truncated: needed {end} bytes, have {len(self.data)}")
 
     def _take(self, size: int) -> bytes:
-        end = self._need(size)
-        chunk = bytes(self.data[self.pos : end])
+        start = self.pos
+        end = start + size
+        if end > len(self.data):
+            raise self._truncated(end)
         self.pos = end
-        return chunk
+        return bytes(self.data[start:end])
 
     def _unpack(self, fmt: struct.Struct) -> int:
-        end = self._need(fmt.size)
-        value: int = fmt.unpack_from(self.data, self.pos)[0]
-        self.pos = end
+        pos = self.pos
+        try:
+            value: int = fmt.unpack_from(self.data, pos)[0]
+        except struct.error:
+            raise self._truncated(pos + fmt.size) from None
+        self.pos = pos + fmt.size
         return value
 
     def u32(self) -> int:
@@ -105,13 +107,14 @@ class Reader:
         return self._unpack(I64)
 
     def u8(self) -> int:
-        end = self._need(1)
-        value = self.data[self.pos]
-        self.pos = end
-        return value
+        pos = self.pos
+        if pos >= len(self.data):
+            raise self._truncated(pos + 1)
+        self.pos = pos + 1
+        return self.data[pos]
 
     def field(self) -> bytes:
-        return self._take(self.u32())
+        return self._take(self._unpack(U32))
 
     def fields(self) -> list[bytes]:
         count = self.u32()
