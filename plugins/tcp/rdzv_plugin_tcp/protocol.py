@@ -64,6 +64,32 @@ def hello_reply(server_id: bytes, max_frame_size: int, nonce: bytes | None) -> b
     return MAGIC + auth + server_id + U32.pack(max_frame_size) + (nonce or b"")
 
 
+def key_and_int(payload: bytes | memoryview, number: struct.Struct) -> tuple[bytes, int]:
+    """``(key, integer)`` of a request that is exactly an op byte, a key field and one
+    ``number``: the hot requests (get, add) parsed in one step. Anything else is a
+    ProtocolError."""
+    try:
+        end = 5 + U32.unpack_from(payload, 1)[0]
+        value: int = number.unpack_from(payload, end)[0]
+    except struct.error:
+        raise ProtocolError(f"frame truncated: a {len(payload)}-byte request") from None
+    if end + number.size != len(payload):
+        raise ProtocolError(f"{len(payload) - end - number.size} unexpected trailing bytes")
+    return bytes(payload[5:end]), value
+
+
+def key_and_rest(payload: bytes | memoryview) -> tuple[bytes, bytes]:
+    """``(key, the bytes after it)`` of a request that is an op byte, a key field and a
+    value (set)."""
+    try:
+        end = 5 + U32.unpack_from(payload, 1)[0]
+    except struct.error:
+        raise ProtocolError(f"frame truncated: a {len(payload)}-byte request") from None
+    if end > len(payload):
+        raise ProtocolError(f"frame truncated: needed {end} bytes, have {len(payload)}")
+    return bytes(payload[5:end]), bytes(payload[end:])
+
+
 class Reader:
     """Reads fields from one frame's payload; any overrun is a ProtocolError.
 

@@ -54,6 +54,8 @@ from .protocol import (
     ProtocolError,
     Reader,
     hello_reply,
+    key_and_int,
+    key_and_rest,
 )
 
 __all__ = ["StoreServer", "acquire_server", "release_server"]
@@ -569,6 +571,20 @@ class StoreServer:
             if not data:
                 return
         if not conn.rbuf:
+            size = len(data) - 4
+            if (
+                size > 0
+                and U32.unpack_from(data)[0] == size
+                and conn.state == _READY
+                and conn.waiter is None
+                and not conn.out
+                and size <= self.limits.max_frame_size
+            ):
+                # The common case: one whole request alone in this read, from an idle
+                # connection. Handled straight from the received bytes, no buffering.
+                if self._handle_safely(conn, data[4:]) and conn.out:
+                    self._set_events(conn)
+                return
             conn.frame_started = time.monotonic()
         conn.rbuf += data
         self._buffered += len(data)
@@ -617,17 +633,15 @@ class StoreServer:
             end = pos + 4 + size
             if len(buf) < end:
                 break
-            start, pos = pos + 4, end
+            # The payload is a view of the buffer (no copy), released before the buffer
+            # may be resized.
+            payload = memoryview(buf)[pos + 4 : end]
+            pos = end
             try:
-                self._handle_frame(conn, buf, start, end)
-            except ProtocolError as e:
-                self._close(conn, f"malformed frame: {e}")
-                return
-            except Exception as e:  # a bug must cost one connection, never the server
-                log.exception("internal error on a request of %s", conn.peer)
-                self._close(conn, f"internal error: {e!r}")
-                return
-            if conn not in self._conns:
+                handled = self._handle_safely(conn, payload)
+            finally:
+                payload.release()
+            if not handled or conn not in self._conns:
                 return
         if pos:
             self._buffered -= pos
@@ -640,14 +654,23 @@ class StoreServer:
         if conn in self._conns:
             self._set_events(conn)
 
-    def _handle_frame(self, conn: _Conn, buf: bytearray, start: int, end: int) -> None:
-        """Handle the frame in ``buf[start:end]`` without copying it out first; the view
-        is released before the buffer may be resized."""
-        payload = memoryview(buf)[start:end]
+    def _handle_safely(self, conn: _Conn, payload: bytes | memoryview) -> bool:
+        """Handle one request; a malformed one, or a bug, costs only its connection.
+        False when the connection was closed."""
         try:
-            self._handle(conn, payload)
-        finally:
-            payload.release()
+            if conn.state == _READY:
+                with self._lock:
+                    self._dispatch(conn, payload)
+            else:
+                self._handshake(conn, payload)
+        except ProtocolError as e:
+            self._close(conn, f"malformed frame: {e}")
+            return False
+        except Exception as e:  # a bug must cost one connection, never the server
+            log.exception("internal error on a request of %s", conn.peer)
+            self._close(conn, f"internal error: {e!r}")
+            return False
+        return True
 
     def _oversized(self, conn: _Conn, head: bytes, size: int) -> None:
         """Answer a frame over the limit with an error naming both sizes."""
@@ -667,7 +690,7 @@ class StoreServer:
 
     def _send(self, conn: _Conn, chunks: list[bytes]) -> None:
         """Queue one reply (its payload in ``chunks``) and send what the socket takes now."""
-        size = len(chunks[0]) if len(chunks) == 1 else sum(len(c) for c in chunks)
+        size = sum(map(len, chunks))
         head = U32.pack(size)
         if size > _SMALL_REPLY:
             parts: list[bytes | memoryview] = [head, *chunks]
@@ -734,11 +757,9 @@ class StoreServer:
 
     # -- requests --------------------------------------------------------------------------
 
-    def _handle(self, conn: _Conn, payload: memoryview) -> None:
-        if conn.state == _READY:
-            with self._lock:
-                self._dispatch(conn, payload)
-        elif conn.state in (_HELLO, _REFUSING):
+    def _handshake(self, conn: _Conn, payload: bytes | memoryview) -> None:
+        """One step of a connection's handshake: the hello, then the token if required."""
+        if conn.state in (_HELLO, _REFUSING):
             if len(payload) != 5 or payload[:4] != MAGIC:
                 raise ProtocolError("bad handshake (not an rdzv tcp client?)")
             if conn.state == _REFUSING:
@@ -770,26 +791,23 @@ class StoreServer:
         if not payload:
             raise ProtocolError("empty request")
         op = payload[0]
-        r = Reader(payload, 1)
         data = self._data
         if op == GET:
-            key = r.field()
-            timeout_ms = r.u64()
-            r.end()
+            key, timeout_ms = key_and_int(payload, U64)
             value = data.get(key)
             if value is not None:
                 self._out(conn, [b"\x00", value])
             else:
                 self._park(conn, GET, [key], timeout_ms)
-        elif op == SET:
-            key = r.field()
-            data[key] = r.rest()
+            return
+        if op == SET:
+            key, value = key_and_rest(payload)
+            data[key] = value
             self._out(conn, [b"\x00"])
             self._notify(key)
-        elif op == ADD:
-            key = r.field()
-            amount = r.i64()
-            r.end()
+            return
+        if op == ADD:
+            key, amount = key_and_int(payload, I64)
             try:
                 result = add_to_value(key.decode("utf-8", "replace"), data.get(key), amount)
             except ValueError as e:
@@ -798,7 +816,9 @@ class StoreServer:
             data[key] = str(result).encode()
             self._out(conn, [b"\x00" + I64.pack(result)])
             self._notify(key)
-        elif op == CAS:
+            return
+        r = Reader(payload, 1)
+        if op == CAS:
             key = r.field()
             expected = r.field()
             desired = r.field()
@@ -872,8 +892,8 @@ class StoreServer:
             conn.event.set()
         elif threading.get_ident() == self._loop_thread:
             self._send(conn, chunks)
-            if resume:
-                self._ready.append(conn)
+            if resume and conn.rbuf:
+                self._ready.append(conn)  # requests that arrived while it was parked
         else:
             self._outbox.append((conn, chunks))
             if len(self._outbox) == 1:
@@ -932,8 +952,8 @@ class StoreServer:
         if not waiters:
             return
         for waiter in waiters:
-            if waiter.done or self._watch(waiter):
-                continue
+            if waiter.done or (len(waiter.keys) > 1 and self._watch(waiter)):
+                continue  # (a waiter on one key was parked on this one, now set)
             waiter.done = True
             self._dead_timers += 1
             conn = waiter.conn

@@ -10,7 +10,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rdzv_plugin_tcp import StoreServer, TCPStore
-from rdzv_plugin_tcp.protocol import OP_NAMES, ProtocolError, Reader, field, fields
+from rdzv_plugin_tcp.protocol import (
+    I64,
+    OP_NAMES,
+    U64,
+    ProtocolError,
+    Reader,
+    field,
+    fields,
+    key_and_int,
+    key_and_rest,
+)
 from tcp_helpers import ChildServer, frame, raw_client, wait_until
 
 OPS = sorted(OP_NAMES)
@@ -45,6 +55,35 @@ def test_reader_only_ever_raises_protocol_error(data: bytes, reads: list[str]) -
         except ProtocolError:
             return
         assert 0 <= reader.pos <= len(data)
+
+
+def _by_reader(payload: bytes, read: str) -> object:
+    reader = Reader(payload, 1)
+    key = reader.field()
+    if read == "rest":
+        return key, reader.rest()
+    value = getattr(reader, read)()
+    reader.end()
+    return key, value
+
+
+@settings(max_examples=600, deadline=None)
+@given(payload=payloads)
+def test_one_step_parsers_agree_with_the_reader(payload: bytes) -> None:
+    """The hot requests' one-step parsers accept exactly what the Reader accepts."""
+    for read, parse in (
+        ("u64", lambda p: key_and_int(p, U64)),
+        ("i64", lambda p: key_and_int(p, I64)),
+        ("rest", key_and_rest),
+    ):
+        for data in (payload, memoryview(payload)):
+            try:
+                expected = _by_reader(payload, read)
+            except ProtocolError:
+                with pytest.raises(ProtocolError):
+                    parse(data)
+            else:
+                assert parse(data) == expected, (read, payload)
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import rdzv_plugin_tcp
 from rdzv_plugin_tcp import AuthenticationError, StoreServer, TCPStore
-from rdzv_plugin_tcp.protocol import GET, MAGIC, SET, VERSION, field
-from tcp_helpers import Relay, Served, wait_until
+from rdzv_plugin_tcp.protocol import ADD, GET, MAGIC, SET, VERSION, field
+from tcp_helpers import Relay, Served, frame, read_frame, wait_until
 
 from rdzv_core import (
     RendezvousConnectionError,
@@ -276,6 +276,43 @@ def test_auth_token_for_rdzv_serve_from_env() -> None:
         TCPStore("127.0.0.1", served.port, auth_token="envtoken").set("k", "v")
     finally:
         served.stop()
+
+
+# -- framing -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delivery", ["whole", "byte by byte", "all in one write"])
+def test_requests_get_the_same_replies_however_their_bytes_arrive(port: int, delivery: str) -> None:
+    """A request alone in one read takes the server's direct path; one in pieces, or several
+    in one read, take the buffered path: the replies are the same, in order."""
+    server = StoreServer("127.0.0.1", port).start()
+    try:
+        count = struct.pack(">q", 5), struct.pack(">q", -2)
+        requests = [
+            frame(bytes([SET]) + field(b"k") + b"value"),
+            frame(bytes([ADD]) + field(b"n") + count[0]),
+            frame(bytes([GET]) + field(b"k") + struct.pack(">Q", 1000)),
+            frame(bytes([ADD]) + field(b"n") + count[1]),
+        ]
+        expected = [b"\x00", b"\x00" + count[0], b"\x00value", b"\x00" + struct.pack(">q", 3)]
+        sock = raw_client(port)
+        if delivery == "all in one write":
+            sock.sendall(b"".join(requests))
+            replies = [read_frame(sock) for _ in requests]
+        else:
+            replies = []
+            for request in requests:
+                if delivery == "whole":
+                    sock.sendall(request)
+                else:
+                    for i in range(len(request)):
+                        sock.sendall(request[i : i + 1])
+                        time.sleep(0.002)  # each byte its own segment
+                replies.append(read_frame(sock))
+        assert replies == expected
+        sock.close()
+    finally:
+        server.stop()
 
 
 # -- hostile clients -----------------------------------------------------------------------
