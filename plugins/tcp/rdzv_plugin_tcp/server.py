@@ -660,7 +660,9 @@ class StoreServer:
         try:
             if conn.state == _READY:
                 with self._lock:
-                    self._dispatch(conn, payload)
+                    reply = self._dispatch(conn, payload)
+                if reply is not None:
+                    self._send(conn, reply)
             else:
                 self._handshake(conn, payload)
         except ProtocolError as e:
@@ -787,7 +789,9 @@ class StoreServer:
             else:
                 self._refuse(conn, "authentication failed: wrong token")
 
-    def _dispatch(self, conn: _Conn | _Local, payload: bytes | memoryview) -> None:
+    def _dispatch(self, conn: _Conn | _Local, payload: bytes | memoryview) -> list[bytes] | None:
+        """Run one request (under ``_lock``): the reply's chunks, or None when the request
+        was parked to be answered later. Waiters the request satisfies are answered here."""
         if not payload:
             raise ProtocolError("empty request")
         op = payload[0]
@@ -796,27 +800,23 @@ class StoreServer:
             key, timeout_ms = key_and_int(payload, U64)
             value = data.get(key)
             if value is not None:
-                self._out(conn, [b"\x00", value])
-            else:
-                self._park(conn, GET, [key], timeout_ms)
-            return
+                return [b"\x00", value]
+            self._park(conn, GET, [key], timeout_ms)
+            return None
         if op == SET:
             key, value = key_and_rest(payload)
             data[key] = value
-            self._out(conn, [b"\x00"])
             self._notify(key)
-            return
+            return [b"\x00"]
         if op == ADD:
             key, amount = key_and_int(payload, I64)
             try:
                 result = add_to_value(key.decode("utf-8", "replace"), data.get(key), amount)
             except ValueError as e:
-                self._out(conn, [bytes([VALUE_ERROR]) + str(e).encode()])
-                return
+                return [bytes([VALUE_ERROR]) + str(e).encode()]
             data[key] = str(result).encode()
-            self._out(conn, [b"\x00" + I64.pack(result)])
             self._notify(key)
-            return
+            return [b"\x00" + I64.pack(result)]
         r = Reader(payload, 1)
         if op == CAS:
             key = r.field()
@@ -826,50 +826,47 @@ class StoreServer:
             write, returned = compare_set_outcome(data.get(key), expected, desired)
             if write is not None:
                 data[key] = write
-            self._out(conn, [b"\x00", returned])
-            if write is not None:
                 self._notify(key)
-        elif op in (WAIT, MULTI_GET):
+            return [b"\x00", returned]
+        if op in (WAIT, MULTI_GET):
             keys = r.fields()
             timeout_ms = r.u64()
             r.end()
             if all(k in data for k in keys):
-                self._answer(conn, op, keys)
-            else:
-                self._park(conn, op, keys, timeout_ms)
-        elif op == CHECK:
+                return self._answer(op, keys)
+            self._park(conn, op, keys, timeout_ms)
+            return None
+        if op == CHECK:
             keys = r.fields()
             r.end()
-            self._out(conn, [b"\x00" + (b"\x01" if all(k in data for k in keys) else b"\x00")])
-        elif op == DELETE:
+            return [b"\x00" + (b"\x01" if all(k in data for k in keys) else b"\x00")]
+        if op == DELETE:
             key = r.field()
             r.end()
-            self._out(conn, [b"\x00" + (b"\x01" if data.pop(key, None) is not None else b"\x00")])
-        elif op == NUM_KEYS:
+            return [b"\x00" + (b"\x01" if data.pop(key, None) is not None else b"\x00")]
+        if op == NUM_KEYS:
             r.end()
-            self._out(conn, [b"\x00" + U64.pack(len(data))])
-        elif op == MULTI_SET:
+            return [b"\x00" + U64.pack(len(data))]
+        if op == MULTI_SET:
             keys = r.fields()
             values = r.fields()
             r.end()
             if len(keys) != len(values):
                 raise ProtocolError(f"multi_set with {len(keys)} keys but {len(values)} values")
             data.update(zip(keys, values))
-            self._out(conn, [b"\x00"])
             for key in keys:
                 self._notify(key)
-        elif op == PING:
+            return [b"\x00"]
+        if op == PING:
             r.end()
-            self._out(conn, [bytes([ALIVE])])
-        else:
-            raise ProtocolError(f"unknown operation {op}")
+            return [bytes([ALIVE])]
+        raise ProtocolError(f"unknown operation {op}")
 
-    def _answer(
-        self, conn: _Conn | _Local, op: int, keys: list[bytes], resume: bool = False
-    ) -> None:
+    def _answer(self, op: int, keys: list[bytes]) -> list[bytes]:
+        """The reply to a wait, get or multi_get whose keys are all present."""
         if op == GET:
-            self._out(conn, [b"\x00", self._data[keys[0]]], resume)
-        elif op == MULTI_GET:
+            return [b"\x00", self._data[keys[0]]]
+        if op == MULTI_GET:
             values = [self._data[k] for k in keys]
             size = 5 + sum(4 + len(v) for v in values)
             if size > self.limits.max_frame_size:
@@ -878,21 +875,19 @@ class StoreServer:
                     f"limit of {self.limits.max_frame_size} bytes (max_frame_size); read fewer "
                     "keys at a time."
                 )
-                self._out(conn, [bytes([VALUE_ERROR]) + message.encode()], resume)
-                return
-            self._out(conn, _value_list(values), resume)
-        else:
-            self._out(conn, [b"\x00"], resume)
+                return [bytes([VALUE_ERROR]) + message.encode()]
+            return _value_list(values)
+        return [b"\x00"]
 
-    def _out(self, conn: _Conn | _Local, chunks: list[bytes], resume: bool = False) -> None:
-        """Reply to ``conn``: directly for a local caller or from the loop thread, else
-        through the outbox (the loop owns every socket)."""
+    def _out(self, conn: _Conn | _Local, chunks: list[bytes]) -> None:
+        """Answer a parked request of ``conn``: directly for a local caller or from the
+        loop thread, else through the outbox (the loop owns every socket)."""
         if isinstance(conn, _Local):
             conn.reply = b"".join(chunks)
             conn.event.set()
         elif threading.get_ident() == self._loop_thread:
             self._send(conn, chunks)
-            if resume and conn.rbuf:
+            if conn.rbuf:
                 self._ready.append(conn)  # requests that arrived while it was parked
         else:
             self._outbox.append((conn, chunks))
@@ -908,17 +903,18 @@ class StoreServer:
         with self._lock:
             if self._stopping:
                 raise self._stopped_error()
-            self._dispatch(local, payload)
-        if local.reply is None:
-            local.event.wait(None if wait is None else min(wait, threading.TIMEOUT_MAX))
-            with self._lock:
-                if local.reply is None:
-                    waiter = local.waiter
-                    if waiter is not None and not waiter.done:
-                        self._drop_waiter(waiter)
-                    if self._stopping:
-                        raise self._stopped_error()
-                    return bytes([TIMEOUT])
+            reply = self._dispatch(local, payload)
+        if reply is not None:
+            return b"".join(reply)
+        local.event.wait(None if wait is None else min(wait, threading.TIMEOUT_MAX))
+        with self._lock:
+            if local.reply is None:
+                waiter = local.waiter
+                if waiter is not None and not waiter.done:
+                    self._drop_waiter(waiter)
+                if self._stopping:
+                    raise self._stopped_error()
+                return bytes([TIMEOUT])
         return local.reply
 
     def _stopped_error(self) -> StoreConnectionError:
@@ -962,7 +958,7 @@ class StoreServer:
                 conn.waiter = None
             # else the loop thread unparks the connection when it sends the reply, so the
             # connection's later requests cannot overtake it
-            self._answer(conn, waiter.op, waiter.keys, resume=True)
+            self._out(conn, self._answer(waiter.op, waiter.keys))
             waiter.keys, waiter.conn, waiter.on = [], None, None  # its timer is a tombstone
 
     def _drop_waiter(self, waiter: _Waiter) -> None:
