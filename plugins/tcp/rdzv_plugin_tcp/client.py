@@ -92,12 +92,14 @@ def _libc_send() -> Any:
         send = ctypes.PyDLL(None).send
     except (OSError, AttributeError):
         return None
-    send.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+    # No argtypes: ctypes' per-argument converters cost more than the call itself. The
+    # descriptor and flags are C ints; the length is passed as a size_t by the caller.
     send.restype = ctypes.c_ssize_t
     return send
 
 
 _send_holding_gil = _libc_send()
+_size_t = ctypes.c_size_t
 _DONTWAIT_NOSIGNAL = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 _SMALL_READ = 16 * 1024
 _LARGE_READ = 1024 * 1024
@@ -194,7 +196,7 @@ class _Link:
             self._set_liveness(liveness)
         data = _pack_u32(len(payload)) + payload
         sent = (
-            _send_holding_gil(self.fd, data, len(data), _DONTWAIT_NOSIGNAL)
+            _send_holding_gil(self.fd, data, _size_t(len(data)), _DONTWAIT_NOSIGNAL)
             if _send_holding_gil
             else 0
         )
@@ -487,6 +489,20 @@ class TCPStore(Store):
     def _request(self, payload: bytes, wait: float | None = None, what: str = "request") -> bytes:
         """Send ``payload`` and return the reply (its status byte first, never an error
         status). ``wait`` marks a blocking read and bounds it (seconds)."""
+        if (
+            self._closed
+            or self._lost is not None
+            or len(payload) > self._max_frame
+            or self._server is not None
+        ):
+            reply = self._unusual_request(payload, wait, what)
+        else:  # the common case, checked in one step
+            reply = self._remote(payload, wait is not None)
+        if reply[0] > TIMEOUT:
+            self._raise_for(reply)
+        return reply
+
+    def _unusual_request(self, payload: bytes, wait: float | None, what: str) -> bytes:
         if self._closed:
             raise StoreError("This TCPStore is closed.")
         if self._lost is not None:
@@ -496,16 +512,17 @@ class TCPStore(Store):
                 f"The {what} is {len(payload)} bytes, over the TCP store server's limit of "
                 f"{self._max_frame} bytes (max_frame_size)."
             )
-        if self._server is not None:
-            reply = self._server.call_local(payload, wait)
-        else:
-            reply = self._remote(payload, wait is not None)
-        status = reply[0]
-        if status == VALUE_ERROR:
-            raise ValueError(reply[1:].decode(errors="replace"))
-        if status == FAILED:
-            raise StoreError(reply[1:].decode(errors="replace"))
-        return reply
+        assert self._server is not None
+        return self._server.call_local(payload, wait)
+
+    def _raise_for(self, reply: bytes) -> None:
+        """Raise the error an error status stands for."""
+        message = reply[1:].decode(errors="replace")
+        if reply[0] == VALUE_ERROR:
+            raise ValueError(message)
+        if reply[0] == FAILED:
+            raise StoreError(message)
+        raise self._malformed(reply)
 
     def _remote(self, payload: bytes, parked: bool) -> bytes:
         global _finished

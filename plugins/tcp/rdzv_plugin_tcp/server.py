@@ -145,13 +145,12 @@ class _LogLimiter:
 
 
 class _Waiter:
-    __slots__ = ("conn", "deadline", "done", "keys", "on", "op")
+    __slots__ = ("conn", "done", "keys", "on", "op")
 
-    def __init__(self, conn: _Conn | _Local, op: int, keys: list[bytes], deadline: float) -> None:
+    def __init__(self, conn: _Conn | _Local, op: int, keys: list[bytes]) -> None:
         self.conn: _Conn | _Local | None = conn
         self.op = op
         self.keys = keys
-        self.deadline = deadline
         self.done = False
         self.on: bytes | None = None
 
@@ -370,6 +369,9 @@ class StoreServer:
                 due = min(due, self._accept_resume)
             for fd, mask in poll(max(0.0, min(due - now, _TICK))):
                 conn = by_fd.get(fd)
+                if mask == _IN and conn is not None:  # the common case: a request came in
+                    self._read(conn)
+                    continue
                 if conn is None:
                     if fd == listener:
                         self._accept()
@@ -927,11 +929,10 @@ class StoreServer:
     # -- parked reads ----------------------------------------------------------------------
 
     def _park(self, conn: _Conn | _Local, op: int, keys: list[bytes], timeout_ms: int) -> None:
-        deadline = time.monotonic() + min(timeout_ms / 1000, MAX_WAIT_SECONDS)
-        waiter = _Waiter(conn, op, keys, deadline)
-        conn.waiter = waiter
+        waiter = conn.waiter = _Waiter(conn, op, keys)
         self._watch(waiter)
         if isinstance(conn, _Conn):  # a local caller times itself out
+            deadline = time.monotonic() + min(timeout_ms / 1000, MAX_WAIT_SECONDS)
             heapq.heappush(self._timers, (deadline, next(self._seq), waiter))
 
     def _watch(self, waiter: _Waiter) -> bool:
@@ -947,6 +948,7 @@ class StoreServer:
         waiters = self._waiters.pop(key, None)
         if not waiters:
             return
+        in_loop = threading.get_ident() == self._loop_thread
         for waiter in waiters:
             if waiter.done or (len(waiter.keys) > 1 and self._watch(waiter)):
                 continue  # (a waiter on one key was parked on this one, now set)
@@ -954,7 +956,7 @@ class StoreServer:
             self._dead_timers += 1
             conn = waiter.conn
             assert conn is not None
-            if isinstance(conn, _Local) or threading.get_ident() == self._loop_thread:
+            if in_loop or isinstance(conn, _Local):
                 conn.waiter = None
             # else the loop thread unparks the connection when it sends the reply, so the
             # connection's later requests cannot overtake it

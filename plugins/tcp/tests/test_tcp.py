@@ -585,8 +585,10 @@ def _serve_replies(listener: socket.socket, replies: list[bytes]) -> None:
 def test_a_malformed_reply_is_a_store_error_not_a_wrong_answer() -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         short_add, long_add = b"\x00\x00\x01", b"\x00" + struct.pack(">q", 7) + b"extra"
+        unknown_status = b"\x09value"
         server = threading.Thread(
-            target=_serve_replies, args=(listener, [short_add, long_add, b"\x00value"])
+            target=_serve_replies,
+            args=(listener, [short_add, long_add, unknown_status, b"\x00value"]),
         )
         server.start()
         store = TCPStore("127.0.0.1", listener.getsockname()[1], timeout=timedelta(seconds=5))
@@ -595,6 +597,8 @@ def test_a_malformed_reply_is_a_store_error_not_a_wrong_answer() -> None:
                 store.add("counter", 1)
             with pytest.raises(StoreError, match="malformed reply \\(14 bytes\\)"):
                 store.add("counter", 1)
+            with pytest.raises(StoreError, match="malformed reply \\(6 bytes\\)"):
+                store.get("key")  # not returned as a value
             assert store.get("key") == b"value"  # the link is still in step
         finally:
             store.close()
