@@ -67,10 +67,6 @@ log = logging.getLogger(__name__)
 #: Fewest seconds a request may go unanswered before its link counts as dead.
 MIN_LIVENESS = 1.0
 _MAX_RETRY_DELAY = 0.5
-#: How long a store's first connection attempt waits for the server to take it before
-#: trying again (seconds; doubling up to 5 s). The kernel would resend a dropped SYN only
-#: after 1 s.
-FIRST_CONNECT_ATTEMPT = 0.25
 #: How long a lone request busy-polls for its reply before sleeping (seconds).
 SPIN_SECONDS = 0.0002
 #: A store keeps one idle link; extra links (left by concurrent calls) close once they
@@ -385,36 +381,23 @@ class TCPStore(Store):
 
     def _connect(self) -> _Link:
         """A new link. Before the first success it retries until the timeout (the server
-        may still be starting, or too busy to take the connection yet); after that a
-        refusal means the server is gone."""
+        may still be starting); after that a refusal means the server is gone."""
         where = self.where
         limit = self.timeout.total_seconds()
         deadline = time.monotonic() + limit
         delay = 0.01
-        attempt = FIRST_CONNECT_ATTEMPT
-        last: Exception
         while True:
             remaining = deadline - time.monotonic()
-            first = self._server_id is None
             try:
                 sock = socket.create_connection(
-                    (self.host, self.port), max(0.05, min(remaining, attempt if first else 5.0))
+                    (self.host, self.port), max(0.05, min(remaining, 5.0))
                 )
-            except TimeoutError as e:
-                if not first:
-                    raise self._lose(f"the server no longer accepts connections ({e})") from e
-                # No answer to the SYN: when many clients connect at once the server's
-                # accept queue overflows and the kernel drops SYNs, which the client's
-                # kernel resends only after 1 s. A fresh attempt now is sooner.
-                last = e
-                attempt = min(attempt * 2, 5.0)
-                delay = 0.0
             except socket.gaierror as e:
                 if e.errno == socket.EAI_NONAME:
                     raise StoreConnectionError(
                         f"Cannot resolve the TCP store host {self.host!r}: {e.strerror}."
                     ) from e
-                last = e
+                last: Exception = e
             except OSError as e:
                 if self._server_id is not None:
                     raise self._lose(f"the server no longer accepts connections ({e})") from e
@@ -437,7 +420,7 @@ class TCPStore(Store):
                     f"Could not connect to the TCP store at {where} within {limit:g} s: {last}"
                 ) from last
             time.sleep(min(delay, remaining))
-            delay = min(max(delay * 2, 0.01), _MAX_RETRY_DELAY)
+            delay = min(delay * 2, _MAX_RETRY_DELAY)
 
     def _handshake(self, link: _Link, timeout: float) -> None:
         link.send(MAGIC + bytes([VERSION]), timeout)

@@ -603,27 +603,3 @@ def test_a_malformed_reply_is_a_store_error_not_a_wrong_answer() -> None:
         finally:
             store.close()
             server.join(10)
-
-
-def test_a_first_connection_whose_syn_was_dropped_is_retried_before_the_kernel_would() -> None:
-    """When many clients connect at once the server's accept queue fills and the kernel
-    drops SYNs, resending one only after 1 s. A store's first connection tries afresh
-    after FIRST_CONNECT_ATTEMPT instead."""
-    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
-        port = listener.getsockname()[1]
-        filler = socket.create_connection(("127.0.0.1", port))  # the queue holds just one
-
-        def drain_then_serve() -> None:
-            time.sleep(0.1)
-            listener.accept()[0].close()  # room again, but the store's SYN was dropped
-            _serve_replies(listener, [])
-
-        server = threading.Thread(target=drain_then_serve)
-        server.start()
-        started = time.monotonic()
-        store = TCPStore("127.0.0.1", port, timeout=timedelta(seconds=10))
-        took = time.monotonic() - started
-        store.close()
-        filler.close()
-        server.join(10)
-    assert took < 0.8, f"connected after {took:.2f} s: waited for the kernel's SYN resend"
