@@ -110,6 +110,7 @@ _pack_i64 = I64.pack
 _unpack_i64 = I64.unpack_from
 _INT64_MIN, _INT64_END = -(2**63), 2**63
 _ALIVE = bytes([ALIVE])
+_VALUE_ERROR, _FAILED = bytes([VALUE_ERROR]), bytes([FAILED])
 _PING = bytes([PING])
 _SET, _GET, _ADD, _CAS, _WAIT, _CHECK, _DELETE, _NUM_KEYS, _MULTI_GET, _MULTI_SET = (
     bytes([op]) for op in (SET, GET, ADD, CAS, WAIT, CHECK, DELETE, NUM_KEYS, MULTI_GET, MULTI_SET)
@@ -489,20 +490,6 @@ class TCPStore(Store):
     def _request(self, payload: bytes, wait: float | None = None, what: str = "request") -> bytes:
         """Send ``payload`` and return the reply (its status byte first, never an error
         status). ``wait`` marks a blocking read and bounds it (seconds)."""
-        if (
-            self._closed
-            or self._lost is not None
-            or len(payload) > self._max_frame
-            or self._server is not None
-        ):
-            reply = self._unusual_request(payload, wait, what)
-        else:  # the common case, checked in one step
-            reply = self._remote(payload, wait is not None)
-        if reply[0] > TIMEOUT:
-            self._raise_for(reply)
-        return reply
-
-    def _unusual_request(self, payload: bytes, wait: float | None, what: str) -> bytes:
         if self._closed:
             raise StoreError("This TCPStore is closed.")
         if self._lost is not None:
@@ -512,16 +499,21 @@ class TCPStore(Store):
                 f"The {what} is {len(payload)} bytes, over the TCP store server's limit of "
                 f"{self._max_frame} bytes (max_frame_size)."
             )
-        assert self._server is not None
-        return self._server.call_local(payload, wait)
+        if self._server is not None:
+            reply = self._server.call_local(payload, wait)
+        else:
+            reply = self._remote(payload, wait is not None)
+        if not reply or reply[0] > TIMEOUT:
+            self._raise_for(reply)
+        return reply
 
     def _raise_for(self, reply: bytes) -> None:
-        """Raise the error an error status stands for."""
-        message = reply[1:].decode(errors="replace")
-        if reply[0] == VALUE_ERROR:
-            raise ValueError(message)
-        if reply[0] == FAILED:
-            raise StoreError(message)
+        """Raise the error an error status stands for (an unknown one is malformed)."""
+        status = reply[:1]
+        if status == _VALUE_ERROR:
+            raise ValueError(reply[1:].decode(errors="replace"))
+        if status == _FAILED:
+            raise StoreError(reply[1:].decode(errors="replace"))
         raise self._malformed(reply)
 
     def _remote(self, payload: bytes, parked: bool) -> bytes:

@@ -588,7 +588,7 @@ def test_a_malformed_reply_is_a_store_error_not_a_wrong_answer() -> None:
         unknown_status = b"\x09value"
         server = threading.Thread(
             target=_serve_replies,
-            args=(listener, [short_add, long_add, unknown_status, b"\x00value"]),
+            args=(listener, [short_add, long_add, unknown_status, b"", b"\x00value"]),
         )
         server.start()
         store = TCPStore("127.0.0.1", listener.getsockname()[1], timeout=timedelta(seconds=5))
@@ -599,6 +599,8 @@ def test_a_malformed_reply_is_a_store_error_not_a_wrong_answer() -> None:
                 store.add("counter", 1)
             with pytest.raises(StoreError, match="malformed reply \\(6 bytes\\)"):
                 store.get("key")  # not returned as a value
+            with pytest.raises(StoreError, match="malformed reply \\(0 bytes\\)"):
+                store.get("key")
             assert store.get("key") == b"value"  # the link is still in step
         finally:
             store.close()
