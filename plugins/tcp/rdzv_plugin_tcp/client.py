@@ -570,17 +570,15 @@ class TCPStore(Store):
     # -- the store contract ----------------------------------------------------------------
 
     def set(self, key: str, value: Value) -> None:
-        key_bytes = check_key(key).encode()
         self._request(
-            _SET + _pack_u32(len(key_bytes)) + key_bytes + to_bytes(value),
+            _SET + field(check_key(key).encode()) + to_bytes(value),
             what=f"set of key {key!r}",
         )
 
     def get(self, key: str) -> bytes:
         timeout, _, wait_field = self._timing()
-        key_bytes = check_key(key).encode()
         reply = self._request(
-            _GET + _pack_u32(len(key_bytes)) + key_bytes + wait_field, timeout.total_seconds()
+            _GET + field(check_key(key).encode()) + wait_field, timeout.total_seconds()
         )
         if reply[0] == TIMEOUT:
             raise timeout_error([key], timeout)
@@ -591,8 +589,7 @@ class TCPStore(Store):
             raise TypeError(f"The amount to add must be an int, not {type(amount).__name__}.")
         if not _INT64_MIN <= amount < _INT64_END:
             amount = wrap_int64(amount)
-        key_bytes = check_key(key).encode()
-        reply = self._request(_ADD + _pack_u32(len(key_bytes)) + key_bytes + _pack_i64(amount))
+        reply = self._request(_ADD + field(check_key(key).encode()) + _pack_i64(amount))
         if len(reply) != 9:
             raise self._malformed(reply)
         result: int = _unpack_i64(reply, 1)[0]

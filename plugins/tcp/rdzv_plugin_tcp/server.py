@@ -369,9 +369,6 @@ class StoreServer:
                 due = min(due, self._accept_resume)
             for fd, mask in poll(max(0.0, min(due - now, _TICK))):
                 conn = by_fd.get(fd)
-                if mask == _IN and conn is not None:  # the common case: a request came in
-                    self._read(conn)
-                    continue
                 if conn is None:
                     if fd == listener:
                         self._accept()
