@@ -50,7 +50,7 @@ __all__ = [
 
 Value: TypeAlias = str | bytes | bytearray | memoryview
 
-_INT64_MIN = -(2**63)
+_INT64_MIN, _INT64_END = -(2**63), 2**63
 _DECIMAL = re.compile(rb"\s*[+-]?[0-9]+\s*")
 
 
@@ -95,11 +95,12 @@ def timeout_error(keys: Sequence[str], timeout: timedelta) -> StoreTimeoutError:
     return StoreTimeoutError(f"Timed out after {millis} ms waiting for keys: {', '.join(keys)}")
 
 
-def add_to_value(key: str, current: bytes | None, amount: int) -> int:
+def add_to_value(key: str | bytes, current: bytes | None, amount: int) -> int:
     """The counter value after adding ``amount`` to ``current`` (absent counts as 0).
 
     Values are ASCII decimal; the sum wraps at signed 64 bits like torch's stores. A value
-    that is not a decimal integer is a ValueError naming the key.
+    that is not a decimal integer is a ValueError naming the key (``key`` may be its UTF-8
+    bytes: a server need not decode it unless there is an error to report).
     """
     if isinstance(amount, bool) or not isinstance(amount, int):
         raise TypeError(f"The amount to add must be an int, not {type(amount).__name__}.")
@@ -109,10 +110,12 @@ def add_to_value(key: str, current: bytes | None, amount: int) -> int:
         base = int(current)
     else:
         shown = current[:40] + (b"..." if len(current) > 40 else b"")
+        name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
         raise ValueError(
-            f"Cannot add to key {key!r}: its value {shown!r} is not a decimal integer."
+            f"Cannot add to key {name!r}: its value {shown!r} is not a decimal integer."
         )
-    return wrap_int64(base + amount)
+    total = base + amount
+    return total if _INT64_MIN <= total < _INT64_END else wrap_int64(total)
 
 
 def check_multi_set(keys: Sequence[str], values: Sequence[Value]) -> tuple[list[str], list[bytes]]:

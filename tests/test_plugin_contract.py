@@ -24,7 +24,7 @@ from rdzv_core import (
     UnknownOptionWarning,
     hookimpl,
 )
-from rdzv_core.storekit import compare_set_outcome, read_timeout, wrap_int64
+from rdzv_core.storekit import add_to_value, compare_set_outcome, read_timeout, wrap_int64
 from rdzv_core.testing import MemoryStore
 
 
@@ -169,6 +169,18 @@ def test_storekit_helpers() -> None:
     assert compare_set_outcome(b"e", b"e", b"d") == (b"d", b"d")
     assert compare_set_outcome(b"c", b"e", b"d") == (None, b"c")
     assert wrap_int64(2**63) == -(2**63) and wrap_int64(-(2**63) - 1) == 2**63 - 1
+    assert add_to_value("n", None, 5) == 5 and add_to_value("n", b" -7 ", 2) == -5
+    assert add_to_value("n", b"9223372036854775807", 1) == -(2**63)
+    assert add_to_value("n", b"-9223372036854775808", -1) == 2**63 - 1
+
+
+def test_add_to_value_names_the_key_given_as_text_or_as_utf8_bytes() -> None:
+    for key in ("cl\u00e9", "cl\u00e9".encode()):
+        with pytest.raises(ValueError) as caught:
+            add_to_value(key, b"word", 1)
+        assert str(caught.value) == (
+            "Cannot add to key 'cl\u00e9': its value b'word' is not a decimal integer."
+        )
 
 
 def test_the_suite_without_pytest_says_how_to_get_it() -> None:

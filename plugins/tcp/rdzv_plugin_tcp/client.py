@@ -173,7 +173,15 @@ class _Link:
         """Send one request and return its reply (see :meth:`receive`). The common case,
         one whole reply in the first read, is handled here in as few steps as possible:
         with hundreds of client threads per process, every step costs."""
-        self.send(payload, liveness)
+        if liveness != self.liveness:
+            self._set_liveness(liveness)
+        data = _pack_u32(len(payload)) + payload
+        if _send_holding_gil is None:
+            self._send_rest(data, liveness)
+        else:
+            sent = _send_holding_gil(self.fd, data, _size_t(len(data)), _DONTWAIT_NOSIGNAL)
+            if sent != len(data):
+                self._send_rest(data[max(0, sent) :], liveness)
         if spin:
             self._spin()
         if not self.buf:
@@ -525,7 +533,8 @@ class TCPStore(Store):
         except IndexError:
             link = self._connect()
         self._busy.add(link)  # set.add and .discard are atomic under the GIL
-        liveness = self._timing()[1]
+        timing = self._timing_cache
+        liveness = timing[1] if timing[0] is self._timeout else self._timing()[1]
         started = next(_started)
         try:
             # Spin only when this is the process's only request in flight: threads that

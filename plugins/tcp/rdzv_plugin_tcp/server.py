@@ -805,16 +805,18 @@ class StoreServer:
         if op == SET:
             key, value = key_and_rest(payload)
             data[key] = value
-            self._notify(key)
+            if key in self._waiters:
+                self._notify(key)
             return [b"\x00"]
         if op == ADD:
             key, amount = key_and_int(payload, I64)
             try:
-                result = add_to_value(key.decode("utf-8", "replace"), data.get(key), amount)
+                result = add_to_value(key, data.get(key), amount)
             except ValueError as e:
                 return [bytes([VALUE_ERROR]) + str(e).encode()]
             data[key] = str(result).encode()
-            self._notify(key)
+            if key in self._waiters:
+                self._notify(key)
             return [b"\x00" + I64.pack(result)]
         r = Reader(payload, 1)
         if op == CAS:
@@ -825,7 +827,8 @@ class StoreServer:
             write, returned = compare_set_outcome(data.get(key), expected, desired)
             if write is not None:
                 data[key] = write
-                self._notify(key)
+                if key in self._waiters:
+                    self._notify(key)
             return [b"\x00", returned]
         if op in (WAIT, MULTI_GET):
             keys = r.fields()
@@ -854,7 +857,8 @@ class StoreServer:
                 raise ProtocolError(f"multi_set with {len(keys)} keys but {len(values)} values")
             data.update(zip(keys, values))
             for key in keys:
-                self._notify(key)
+                if key in self._waiters:
+                    self._notify(key)
             return [b"\x00"]
         if op == PING:
             r.end()
