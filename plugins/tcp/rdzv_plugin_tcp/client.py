@@ -192,7 +192,7 @@ class _Link:
                     self.send(_PING, liveness)
                 return self.receive(liveness, parked, silences=1)
             size = len(chunk) - 4
-            if size > 0 and _unpack_u32(chunk)[0] == size and (chunk[4] != ALIVE or not parked):
+            if size > 0 and _unpack_u32(chunk)[0] == size and chunk[4] != ALIVE:
                 return chunk[4:]
             if not chunk:
                 raise ConnectionResetError("the server closed the connection")
@@ -261,7 +261,9 @@ class _Link:
         while True:
             payload = self._frame()
             if payload is not None:
-                if parked and payload[:1] == _ALIVE:
+                if payload[:1] == _ALIVE:
+                    # A ping's answer (no other reply starts so), also one that crossed
+                    # the reply of an earlier parked read on the wire.
                     silences = 0
                     continue
                 return payload
