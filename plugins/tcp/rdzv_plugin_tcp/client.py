@@ -117,6 +117,13 @@ _SET, _GET, _ADD, _CAS, _WAIT, _CHECK, _DELETE, _NUM_KEYS, _MULTI_GET, _MULTI_SE
 )
 
 
+def _timeval(seconds: float) -> bytes:
+    """A struct timeval for SO_RCVTIMEO / SO_SNDTIMEO (at least 1 ms: zero means never)."""
+    whole = int(seconds)
+    micros = max(1000, int((seconds - whole) * 1e6)) if whole == 0 else 0
+    return _TIMEVAL.pack(whole, micros)
+
+
 def _millis(timeout: timedelta) -> int:
     return min(max(0, round(timeout.total_seconds() * 1000)), MAX_TIMEOUT_MS)
 
@@ -138,15 +145,17 @@ class _Link:
 
     The socket blocks, with kernel timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO``) as the
     deadlines, so a reply costs one ``recv``: with hundreds of threads in a process every
-    extra system call is another round of handing over the interpreter lock. After
+    extra system call is another round of handing over the interpreter lock. (A send
+    timeout is set only once a send cannot go out at once, and the handshake waits with
+    ``poll``: a connection costs no timeout calls until its first request.) After
     sending, a lone caller busy-polls the reply for up to :data:`SPIN_SECONDS` before
     sleeping in ``recv``: on loopback and fast networks the reply usually lands within
     that, and a thread that never slept need not be woken, which on virtual machines
     costs tens of microseconds per hop.
     """
 
-    __slots__ = ("buf", "fd", "idle_since", "liveness", "max_frame", "poller", "sock",
-                 "where")  # fmt: skip
+    __slots__ = ("buf", "fd", "idle_since", "liveness", "max_frame", "poller", "send_limit",
+                 "sock", "where")  # fmt: skip
 
     def __init__(self, sock: socket.socket, where: str) -> None:
         sock.settimeout(None)
@@ -156,25 +165,21 @@ class _Link:
         self.buf = bytearray()
         self.max_frame = 2**32 - 1
         self.idle_since = 0.0
-        self.liveness = -1.0
+        self.liveness = -1.0  # what SO_RCVTIMEO is set for (half of it)
+        self.send_limit = -1.0  # what SO_SNDTIMEO is set to
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
 
     def _set_liveness(self, liveness: float) -> None:
-        """Kernel timeouts for ``liveness``: a send may stall that long, a receive half
-        as long (a quiet period; two in a row mean the server is silent)."""
-        for option, seconds in ((socket.SO_SNDTIMEO, liveness), (socket.SO_RCVTIMEO, liveness / 2)):
-            whole = int(seconds)
-            micros = max(1000, int((seconds - whole) * 1e6)) if whole == 0 else 0
-            self.sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(whole, micros))
+        """The kernel's receive timeout for ``liveness``: half of it (a quiet period; two
+        in a row mean the server is silent)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(liveness / 2))
         self.liveness = liveness
 
     def exchange(self, payload: bytes, liveness: float, spin: bool, parked: bool) -> bytes:
         """Send one request and return its reply (see :meth:`receive`). The common case,
         one whole reply in the first read, is handled here in as few steps as possible:
         with hundreds of client threads per process, every step costs."""
-        if liveness != self.liveness:
-            self._set_liveness(liveness)
         data = _pack_u32(len(payload)) + payload
         if _send_holding_gil is None:
             self._send_rest(data, liveness)
@@ -182,6 +187,8 @@ class _Link:
             sent = _send_holding_gil(self.fd, data, _size_t(len(data)), _DONTWAIT_NOSIGNAL)
             if sent != len(data):
                 self._send_rest(data[max(0, sent) :], liveness)
+        if liveness != self.liveness:
+            self._set_liveness(liveness)
         if spin:
             self._spin()
         if not self.buf:
@@ -200,9 +207,8 @@ class _Link:
         return self.receive(liveness, parked)
 
     def send(self, payload: bytes, liveness: float) -> None:
-        """Send one frame carrying ``payload``."""
-        if liveness != self.liveness:
-            self._set_liveness(liveness)
+        """Send one frame carrying ``payload``; the server must take it within ``liveness``
+        seconds."""
         data = _pack_u32(len(payload)) + payload
         sent = (
             _send_holding_gil(self.fd, data, _size_t(len(data)), _DONTWAIT_NOSIGNAL)
@@ -213,7 +219,11 @@ class _Link:
             self._send_rest(data[max(0, sent) :], liveness)
 
     def _send_rest(self, data: bytes, liveness: float) -> None:
-        """What the non-blocking send left (or all of it, after an error) the ordinary way."""
+        """What the non-blocking send left (or all of it, after an error) the ordinary way,
+        the kernel's send timeout bounding each stall."""
+        if liveness != self.send_limit:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(liveness))
+            self.send_limit = liveness
         try:
             self.sock.sendall(data)
         except BlockingIOError:  # SO_SNDTIMEO passed with the data not all taken
@@ -248,6 +258,19 @@ class _Link:
             missing: int = 4 + U32.unpack_from(buf, 0)[0] - len(buf)
             return max(_SMALL_READ, min(missing, _LARGE_READ))
         return _SMALL_READ
+
+    def receive_by(self, deadline: float) -> bytes:
+        """The next frame, which must arrive by ``deadline`` (``time.monotonic()``): the
+        handshake's bound, shorter than a request's, kept with ``poll``."""
+        while (payload := self._frame()) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.poller.poll(remaining * 1000):
+                raise _Silent("no answer to the handshake in time")
+            chunk = self.sock.recv(self._want())
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection")
+            self.buf += chunk
+        return payload
 
     def receive(self, liveness: float, parked: bool = False, silences: int = 0) -> bytes:
         """The next reply. A plain request must be answered within ``liveness`` seconds.
@@ -434,8 +457,9 @@ class TCPStore(Store):
             delay = min(delay * 2, _MAX_RETRY_DELAY)
 
     def _handshake(self, link: _Link, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         link.send(MAGIC + bytes([VERSION]), timeout)
-        hello = link.receive(timeout)
+        hello = link.receive_by(deadline)
         if hello[:1] == bytes([FAILED]):
             raise StoreConnectionError(
                 f"The TCP store at {link.where} refused the connection: "
@@ -465,7 +489,7 @@ class TCPStore(Store):
         nonce = hello[head : head + NONCE_SIZE]
         link.send(answer(self._token, nonce), timeout)
         try:
-            reply = link.receive(timeout)
+            reply = link.receive_by(deadline)
         except (OSError, _Silent) as e:
             raise AuthenticationError(
                 f"Authentication failed for the TCP store at {link.where}: the server rejected "

@@ -135,7 +135,7 @@ def test_a_different_server_instance_behind_the_address_is_refused(served: Serve
 # -- a frozen host (SIGSTOP: no FIN, no RST, the kernel still acknowledges) -----------------
 
 
-@pytest.mark.parametrize("call", ["get", "wait", "set", "connect"])
+@pytest.mark.parametrize("call", ["get", "wait", "set", "big_set", "connect"])
 def test_a_frozen_server_fails_every_call_within_the_read_timeout(
     served: Served, call: str
 ) -> None:
@@ -146,6 +146,7 @@ def test_a_frozen_server_fails_every_call_within_the_read_timeout(
         "get": lambda: store.get("never"),
         "wait": lambda: store.wait(["never"], timedelta(hours=1)),
         "set": lambda: store.set("k", "w"),
+        "big_set": lambda: store.set("k", bytes(32 * 1024 * 1024)),  # the send itself stalls
         "connect": lambda: TCPStore(
             "127.0.0.1", served.port, timeout=timedelta(seconds=2)
         ).num_keys(),
