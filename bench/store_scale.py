@@ -79,6 +79,32 @@ if kind == "torch":
     def connect():
         return TCPStore("127.0.0.1", port, is_master=False, wait_for_workers=False,
                         timeout=timedelta(seconds=600))
+elif kind == "floor":
+    import socket, struct
+    class Minimal:
+        # The least a Python client of torch's server can do: plain socket calls, no
+        # checks, no timeouts (torch's wire format: op byte, u64 lengths, i64 counters).
+        def __init__(self):
+            self.sock = socket.create_connection(("127.0.0.1", port))
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.sendall(bytes([0]) + struct.pack("<I", 0x3C85F7CE))  # validate
+            self.sock.sendall(bytes([13]) + struct.pack("<I", 1))  # ping, echoed
+            assert self.sock.recv(4) == struct.pack("<I", 1)
+        def _key(self, op, key):
+            name = ("/" + key).encode()
+            return bytes([op]) + struct.pack("<Q", len(name)) + name
+        def add(self, key, amount):
+            self.sock.sendall(self._key(4, key) + struct.pack("<q", amount))
+            return struct.unpack("<q", self.sock.recv(8))[0]
+        def set(self, key, value):
+            self.sock.sendall(self._key(1, key) + struct.pack("<Q", len(value)) + value.encode())
+        def get(self, key):
+            self.sock.sendall(bytes([6]) + struct.pack("<Q", 1) + self._key(6, key)[1:])
+            assert self.sock.recv(1) == bytes([0])  # the key exists now
+            self.sock.sendall(self._key(3, key))
+            size = struct.unpack("<Q", self.sock.recv(8))[0]
+            return self.sock.recv(size)
+    connect = Minimal
 else:
     from rdzv_plugin_tcp import TCPStore
     def connect():
@@ -139,7 +165,7 @@ def build_shim(directory: str) -> str:
 
 
 def start_server(kind: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
-    if kind == "torch":
+    if kind in ("torch", "floor"):
         argv = [sys.executable, "-c", TORCH_SERVER]
     else:
         argv = [sys.executable, "-m", "rdzv_core", "serve", "--port", "0"]
@@ -244,6 +270,12 @@ def main() -> str:
     parser.add_argument("--per-process", type=int, default=250)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--switch-interval", type=float, default=0.05)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time a minimal Python client (plain socket calls, no checks) against "
+        "torch's server: what any pure-Python client costs in this layout",
+    )
     args, _ = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, LD_PRELOAD=build_shim(tmp))
@@ -252,6 +284,14 @@ def main() -> str:
             torch = median_run("torch", n, args, env)
             rdzv = median_run("rdzv", n, args, env)
             print(f"n={n} torch={torch} rdzv={rdzv}", file=sys.stderr)
+            floor = []
+            if args.floor:
+                low = median_run("floor", n, args, env)
+                print(f"n={n} floor={low}", file=sys.stderr)
+                floor = [
+                    f"{low['connect']:.2f} / {low['ops']:.2f} / {low['total']:.2f} "
+                    f"({low['total'] / torch['total']:.2f}x)"
+                ]
             rows.append(
                 [
                     f"{n:,}",
@@ -262,6 +302,7 @@ def main() -> str:
                     f"{rdzv['kib_per_conn']:.1f}",
                     f"{torch['peak_mib']:.0f} / {rdzv['peak_mib']:.0f}",
                     f"{torch['server_cpu']:.2f} / {rdzv['server_cpu']:.2f}",
+                    *floor,
                 ]
             )
     text = (
@@ -278,6 +319,7 @@ def main() -> str:
                 "rdzv server KiB/conn",
                 "server peak MiB torch / rdzv",
                 "server CPU s in add+get, torch / rdzv",
+                *(["minimal Python client on torch's server, s (/torch)"] if args.floor else []),
             ],
             rows,
         )
