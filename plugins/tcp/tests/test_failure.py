@@ -135,6 +135,21 @@ def test_a_different_server_instance_behind_the_address_is_refused(served: Serve
 # -- a frozen host (SIGSTOP: no FIN, no RST, the kernel still acknowledges) -----------------
 
 
+def test_a_host_that_drops_the_syn_fails_the_connect_within_the_timeout() -> None:
+    """A listener whose accept queue is full drops new SYNs, as an overloaded or wedged
+    host does: the connect itself must give up in time, saying it timed out."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=1):  # fills the queue
+            start = time.monotonic()
+            with pytest.raises(StoreConnectionError, match="within 1 s: .*timed out"):
+                TCPStore("127.0.0.1", port, timeout=timedelta(seconds=1))
+            elapsed = time.monotonic() - start
+    assert elapsed < 1 + 1.0, f"the connect took {elapsed:.1f} s"
+
+
 @pytest.mark.parametrize("call", ["get", "wait", "set", "big_set", "connect"])
 def test_a_frozen_server_fails_every_call_within_the_read_timeout(
     served: Served, call: str
