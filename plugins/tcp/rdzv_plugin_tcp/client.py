@@ -180,13 +180,7 @@ class _Link:
         """Send one request and return its reply (see :meth:`receive`). The common case,
         one whole reply in the first read, is handled here in as few steps as possible:
         with hundreds of client threads per process, every step costs."""
-        data = _pack_u32(len(payload)) + payload
-        if _send_holding_gil is None:
-            self._send_rest(data, liveness)
-        else:
-            sent = _send_holding_gil(self.fd, data, _size_t(len(data)), _DONTWAIT_NOSIGNAL)
-            if sent != len(data):
-                self._send_rest(data[max(0, sent) :], liveness)
+        self.send(payload, liveness)
         if liveness != self.liveness:
             self._set_liveness(liveness)
         if spin:
