@@ -21,6 +21,9 @@ costs ours more: ``--switch-interval 0.005`` shows it.
 
 Reported: the time of each phase, torch/rdzv ratios, and the server's RSS growth per
 connection (VmRSS with every client connected, minus VmRSS before the first connected).
+A third side (``--no-floor`` skips it) runs the least a Python client can do, plain socket
+calls with no checks and no timeouts, against torch's own server: the floor for any
+pure-Python client in this layout, where threads take turns on the interpreter lock.
 
 torch's TCPStore looks up the peer's name (reverse DNS) for every connection it makes or
 accepts; an address that /etc/hosts does not answer goes to the resolver, which stalls for
@@ -272,7 +275,8 @@ def main() -> str:
     parser.add_argument("--switch-interval", type=float, default=0.05)
     parser.add_argument(
         "--floor",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="also time a minimal Python client (plain socket calls, no checks) against "
         "torch's server: what any pure-Python client costs in this layout",
     )
