@@ -4,7 +4,8 @@ wake-up latency for every store type, side by side in one run.
 - ops: median µs of get / set / add / compare_set through RedisStore, and of the same
   commands or the same Lua script sent with raw redis-py (EVALSHA), interleaved op by op;
 - wake-up: a get blocked in a child process, woken by a set from this process; the time
-  from the set's return to the child's wake-up (both read time.time() on one machine).
+  from the set's call to the child's wake-up (both read time.time() on one machine). From
+  the call, not the return: a server may wake the reader before it answers the writer.
 """
 
 from __future__ import annotations
@@ -120,9 +121,9 @@ def wakeups(kind: str, target: Any) -> list[float]:
     for i in range(30):
         ready.get(timeout=60)
         time.sleep(0.05)  # let the child block
+        called = time.time()
         writer.set(f"wake/{i}", "x")
-        written = time.time()
-        delays.append((out.get(timeout=60) - written) * 1000)
+        delays.append((out.get(timeout=60) - called) * 1000)
     child.join(30)
     writer.close()
     return delays
@@ -160,8 +161,8 @@ def main() -> str:
             etcd.stop()
         shutil.rmtree(store_dir, ignore_errors=True)
         parts.append(
-            "### blocked get woken by a set from another process (ms, 30 trials)\n\n"
-            + table(["store type", "p50", "p99", "max"], rows)
+            "### blocked get woken by a set from another process: ms from the set's call "
+            "to the wake-up (30 trials)\n\n" + table(["store type", "p50", "p99", "max"], rows)
         )
     finally:
         proc.kill()
