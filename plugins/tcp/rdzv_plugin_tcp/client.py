@@ -553,8 +553,7 @@ class TCPStore(Store):
         except IndexError:
             link = self._connect()
         self._busy.add(link)  # set.add and .discard are atomic under the GIL
-        timing = self._timing_cache
-        liveness = timing[1] if timing[0] is self._timeout else self._timing()[1]
+        liveness = self._timing()[1]
         started = next(_started)
         try:
             # Spin only when this is the process's only request in flight: threads that

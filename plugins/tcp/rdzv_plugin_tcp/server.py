@@ -805,8 +805,7 @@ class StoreServer:
         if op == SET:
             key, value = key_and_rest(payload)
             data[key] = value
-            if key in self._waiters:
-                self._notify(key)
+            self._notify(key)
             return [b"\x00"]
         if op == ADD:
             key, amount = key_and_int(payload, I64)
@@ -815,8 +814,7 @@ class StoreServer:
             except ValueError as e:
                 return [bytes([VALUE_ERROR]) + str(e).encode()]
             data[key] = str(result).encode()
-            if key in self._waiters:
-                self._notify(key)
+            self._notify(key)
             return [b"\x00" + I64.pack(result)]
         r = Reader(payload, 1)
         if op == CAS:
@@ -827,8 +825,7 @@ class StoreServer:
             write, returned = compare_set_outcome(data.get(key), expected, desired)
             if write is not None:
                 data[key] = write
-                if key in self._waiters:
-                    self._notify(key)
+                self._notify(key)
             return [b"\x00", returned]
         if op in (WAIT, MULTI_GET):
             keys = r.fields()
@@ -857,8 +854,7 @@ class StoreServer:
                 raise ProtocolError(f"multi_set with {len(keys)} keys but {len(values)} values")
             data.update(zip(keys, values))
             for key in keys:
-                if key in self._waiters:
-                    self._notify(key)
+                self._notify(key)
             return [b"\x00"]
         if op == PING:
             r.end()
