@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from rdzv_core import RendezvousParameters, is_local_host, parse_endpoint, parse_read_timeout
+from rdzv_core.storekit import resolver_host
 
 
 @pytest.mark.parametrize(
@@ -23,6 +24,8 @@ from rdzv_core import RendezvousParameters, is_local_host, parse_endpoint, parse
         ("1.2.3.4:5", ("1.2.3.4", 5)),
         ("ho_st:1", ("ho_st", 1)),
         ("hé:1", ("hé", 1)),
+        ("node.example.:1", ("node.example.", 1)),
+        (f"{'x' * 63}.example:1", (f"{'x' * 63}.example", 1)),
         ("host:0", ("host", 0)),
         ("host:00080", ("host", 80)),
         # Better than torch, which mis-splits a bare IPv6 address into (":", 1).
@@ -48,7 +51,22 @@ def test_bad_port(endpoint: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "endpoint", [":1234", "[]", "[", "[]:5", "host name:1", "[fe80::1%eth0]:5", "http://h:1"]
+    "endpoint",
+    [
+        ":1234",
+        "[]",
+        "[",
+        "[]:5",
+        "host name:1",
+        "[fe80::1%eth0]:5",
+        "http://h:1",
+        "a..b:1",
+        ".a:1",
+        "a.b..:1",
+        f"{'x' * 64}.example:1",
+        "bü..x:1",
+        "[a:b]:1",
+    ],
 )
 def test_bad_host(endpoint: str) -> None:
     with pytest.raises(ValueError) as info:
@@ -69,6 +87,20 @@ def test_local_hosts(host: str) -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "8.8.8.8", "no-such-host.invalid"])
 def test_remote_hosts(host: str) -> None:
     assert not is_local_host(host)
+
+
+def test_resolver_host_passes_ascii_names_as_they_are_and_others_in_idna_form() -> None:
+    assert resolver_host("node-7.cluster") == b"node-7.cluster"
+    assert resolver_host("a..b") == b"a..b"
+    with pytest.raises(socket.gaierror):  # not a bare UnicodeError
+        socket.getaddrinfo(resolver_host("a..b"), None)
+    assert resolver_host("::1") == b"::1"
+    assert resolver_host("bücher.example") == b"xn--bcher-kva.example"
+
+
+def test_resolver_host_names_a_non_ascii_host_without_an_idna_form() -> None:
+    with pytest.raises(ValueError, match="The host name 'bü..x' is not valid .*1 to 63"):
+        resolver_host("bü..x")
 
 
 def test_read_timeout() -> None:

@@ -13,7 +13,7 @@ from rdzv_core import (
     hookimpl,
     parse_endpoint,
 )
-from rdzv_core.storekit import read_timeout
+from rdzv_core.storekit import check_host, read_timeout
 
 if TYPE_CHECKING:
     from .store import EtcdStore
@@ -53,6 +53,7 @@ def parse_etcd_endpoint(endpoint: str, protocol: str | None) -> tuple[str, str, 
                 f"The etcd endpoint {endpoint!r} must be a URL with only a host "
                 "and port, e.g. https://etcd0:2379."
             )
+        check_host(url.hostname, endpoint)
         if protocol and protocol != url.scheme:
             raise ValueError(f"The etcd endpoint {endpoint!r} contradicts protocol={protocol}.")
         return url.scheme, url.hostname, url.port or rdzv_plugin_etcd.DEFAULT_PORT

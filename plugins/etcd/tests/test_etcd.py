@@ -179,6 +179,12 @@ def test_bad_endpoints(endpoint: str) -> None:
         parse_etcd_endpoint(endpoint, None)
 
 
+@pytest.mark.parametrize("endpoint", ["a..b", "http://a..b:1", "https://x.a..b"])
+def test_malformed_host_names(endpoint: str) -> None:
+    with pytest.raises(ValueError, match=f"hostname of the rendezvous endpoint '{endpoint}'"):
+        create_backend(params(endpoint))
+
+
 def test_bad_options(etcd: Etcd) -> None:
     with pytest.raises(ValueError, match="user' and 'password"):
         create_backend(params(etcd.endpoint, user="root"))

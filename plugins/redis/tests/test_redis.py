@@ -116,6 +116,9 @@ def test_endpoint_forms_and_config(redis_server: RedisServer, tmp_path: Path) ->
     assert Capability.PERSISTENT in durable.capabilities
     with pytest.raises(ValueError, match="redis://, rediss:// or unix://"):
         create_backend(params("http://127.0.0.1:1"))
+    for endpoint in ("a..b:1", "redis://a..b:1", "rediss://a..b:1"):
+        with pytest.raises(ValueError, match=f"hostname of the rendezvous endpoint '{endpoint}'"):
+            create_backend(params(endpoint))
     for s in (store, same, other_db, durable):
         s.close()
 

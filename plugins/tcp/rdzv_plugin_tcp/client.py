@@ -21,6 +21,7 @@ from rdzv_core.storekit import (
     check_key,
     check_keys,
     check_multi_set,
+    resolver_host,
     timeout_error,
     to_bytes,
     wrap_int64,
@@ -339,6 +340,7 @@ class TCPStore(Store):
         if not is_master and port == 0:
             raise ValueError("A client needs the server's port; port 0 only works with is_master.")
         self.host = host
+        self._address = resolver_host(host)
         self._token = as_token(auth_token)
         self._idle: list[_Link] = []
         self._busy: set[_Link] = set()
@@ -401,7 +403,7 @@ class TCPStore(Store):
 
     def _resolve(self) -> None:
         try:
-            socket.getaddrinfo(self.host, None, type=socket.SOCK_STREAM)
+            socket.getaddrinfo(self._address, None, type=socket.SOCK_STREAM)
         except socket.gaierror as e:
             raise StoreConnectionError(
                 f"Cannot resolve the TCP store host {self.host!r}: {e.strerror}."
@@ -418,7 +420,8 @@ class TCPStore(Store):
             remaining = deadline - time.monotonic()
             try:
                 sock = socket.create_connection(
-                    (self.host, self.port), max(0.05, min(remaining, 5.0))
+                    (self._address, self.port),  # type: ignore[arg-type]  # to getaddrinfo
+                    max(0.05, min(remaining, 5.0)),
                 )
             except socket.gaierror as e:
                 if e.errno == socket.EAI_NONAME:

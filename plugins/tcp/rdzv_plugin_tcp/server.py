@@ -22,7 +22,7 @@ from collections import deque
 from typing import Any
 
 from rdzv_core import StoreConnectionError, StoreError
-from rdzv_core.storekit import add_to_value, compare_set_outcome
+from rdzv_core.storekit import add_to_value, compare_set_outcome, resolver_host
 
 from .auth import verify
 from .limits import ServerLimits
@@ -211,9 +211,9 @@ class _Local:
 
 def _listen(host: str | None, port: int, backlog: int) -> socket.socket:
     if host:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family = infos[0][0]
-        return socket.create_server((host, port), family=family, backlog=backlog)
+        address = resolver_host(host)
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        return socket.create_server((address, port), family=infos[0][0], backlog=backlog)
     if socket.has_dualstack_ipv6():
         try:
             return socket.create_server(
@@ -257,7 +257,7 @@ class StoreServer:
         self.limits = limits or ServerLimits()
         try:
             self._listener = _listen(host, port, backlog)
-        except (OSError, OverflowError) as e:
+        except (OSError, OverflowError, ValueError) as e:
             where = f"{host}:{port}" if host else f"port {port}"
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise StoreError(f"The TCP store server cannot listen on {where}: {reason}") from e

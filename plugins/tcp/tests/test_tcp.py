@@ -175,6 +175,54 @@ def test_rdzv_serve_serves_logs_and_exits_cleanly(sig: int) -> None:
     assert "connected" in log and "disconnected" in log and "shutting down" in log
 
 
+@pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".example"])
+def test_a_malformed_host_name_cannot_be_resolved(host: str) -> None:
+    with pytest.raises(StoreConnectionError, match=f"Cannot resolve the TCP store host '{host}'"):
+        TCPStore(host, 29400, timeout=timedelta(seconds=5))
+    with pytest.raises(StoreConnectionError, match=f"Cannot resolve the TCP store host '{host}'"):
+        TCPStore(host, 0, is_master=True)
+    with pytest.raises(StoreError, match=f"cannot listen on {host}:0: Name or service not"):
+        TCPStore("localhost", 0, is_master=True, bind_host=host)
+
+
+def test_a_non_ascii_host_name_without_an_idna_form_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="The host name 'bü..x' is not valid"):
+        TCPStore("bü..x", 29400)
+    with pytest.raises(StoreError, match="cannot listen on bü..x:0: The host name 'bü..x'"):
+        TCPStore("localhost", 0, is_master=True, bind_host="bü..x")
+
+
+def test_rdzv_serve_reports_a_host_it_cannot_resolve() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "rdzv_core", "serve", "--host", "a..b", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "rdzv serve: The TCP store server cannot listen on a..b:0: Name or service not known"
+    )
+
+
+def test_a_process_that_connects_loads_no_idna_codec(served: Served) -> None:
+    """Python loads its IDNA codec (about a millisecond and 0.6 MiB) for a host name given
+    to the resolver as str; a client passes ASCII names as bytes."""
+    code = (
+        "import sys\n"
+        "from rdzv_plugin_tcp import TCPStore\n"
+        "for host in ('127.0.0.1', 'localhost'):\n"
+        f"    store = TCPStore(host, {served.port})\n"
+        "    store.set('k', 'v')\n"
+        "    assert store.get('k') == b'v'\n"
+        "print(sorted(m for m in ('encodings.idna', 'unicodedata') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
 def test_rdzv_serve_reports_a_busy_port(served: Served) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "rdzv_core", "serve", "--port", str(served.port)],
