@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from .params import RendezvousParameters
+from .params import MAX_SECONDS, RendezvousParameters
 
 __all__ = ["check_host", "is_local_host", "parse_endpoint", "parse_read_timeout", "resolver_host"]
 
@@ -145,8 +145,11 @@ def is_local_host(host: str) -> bool:
 
 
 def parse_read_timeout(params: RendezvousParameters, default: int) -> int:
-    """The ``read_timeout`` option in whole seconds (``default`` when absent); must be > 0."""
+    """The ``read_timeout`` option in whole seconds (``default`` when absent); must be > 0
+    and at most :data:`~rdzv_core.params.MAX_SECONDS`."""
     timeout = params.get_as_int("read_timeout", default)
     if timeout is None or timeout <= 0:
         raise ValueError("The read timeout must be a positive integer.")
+    if timeout > MAX_SECONDS:
+        raise ValueError(f"The read timeout must be at most {MAX_SECONDS} seconds, got {timeout}.")
     return timeout

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RendezvousParameters"]
+__all__ = ["MAX_SECONDS", "RendezvousParameters"]
+
+# The longest timeout or interval an option may give, in seconds (about 68 years): "never"
+# in practice, and far inside what timedelta, thread waits and socket timeouts can hold.
+MAX_SECONDS = 2**31 - 1
 
 _TRUE = frozenset({"1", "true", "t", "yes", "y"})
 _FALSE = frozenset({"0", "false", "f", "no", "n"})

@@ -112,3 +112,8 @@ def test_read_timeout() -> None:
     for bad in ("0", "-3", 0):
         with pytest.raises(ValueError, match="^The read timeout must be a positive integer.$"):
             parse_read_timeout(p(read_timeout=bad), 60)
+    assert parse_read_timeout(p(read_timeout="2147483647"), 60) == 2**31 - 1
+    with pytest.raises(
+        ValueError, match="^The read timeout must be at most 2147483647 seconds, got 2147483648.$"
+    ):
+        parse_read_timeout(p(read_timeout="2147483648"), 60)

@@ -360,6 +360,19 @@ def test_settings_defaults_and_options() -> None:
         ({"keep_alive_interval": "0"}, "The keep-alive interval (0:00:00) must be positive."),
         ({"keep_alive_max_attempt": "0"}, "The keep-alive max attempt (0) must be at least 1."),
         (
+            {"join_timeout": "2147483648"},
+            "The join timeout must be at most 2147483647 seconds, got 2147483648.",
+        ),
+        (
+            {"keep_alive_interval": "99999999999999999999"},
+            "The keep-alive interval must be at most 2147483647 seconds, got 99999999999999999999.",
+        ),
+        (
+            {"keep_alive_interval": "86401", "keep_alive_max_attempt": "24856"},
+            "The liveness window, keep-alive interval x max attempt (86401 s x 24856), must be at "
+            "most 2147483647 seconds.",
+        ),
+        (
             {"join_timeout": "1.5"},
             "The rendezvous configuration option 'join_timeout' does not represent a valid "
             "integer value.",

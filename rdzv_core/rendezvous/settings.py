@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from ..params import RendezvousParameters
+from ..params import MAX_SECONDS, RendezvousParameters
 
 __all__ = ["HandlerSettings", "parse_config", "parse_nnodes"]
 
@@ -13,6 +13,8 @@ __all__ = ["HandlerSettings", "parse_config", "parse_nnodes"]
 def _positive(params: RendezvousParameters, key: str, name: str, default: int) -> timedelta:
     seconds = params.get_as_int(key, default)
     assert seconds is not None
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"The {name} must be at most {MAX_SECONDS} seconds, got {seconds}.")
     value = timedelta(seconds=seconds)
     if value <= timedelta(0):
         raise ValueError(f"The {name} ({value}) must be positive.")
@@ -29,7 +31,8 @@ class HandlerSettings:
     as it leaves (``close``/``shutdown``). ``heartbeat_timeout`` (5): how
     long one keep-alive may take. ``keep_alive_interval`` (5) and ``keep_alive_max_attempt``
     (3): a node is beaten every interval and declared lost once its heartbeat has not moved
-    for interval x max_attempt (15 s).
+    for interval x max_attempt (15 s). Each timeout and the liveness window may be at most
+    :data:`~rdzv_core.params.MAX_SECONDS`.
     """
 
     join_timeout: timedelta = timedelta(seconds=600)
@@ -45,12 +48,18 @@ class HandlerSettings:
         assert attempts is not None
         if attempts < 1:
             raise ValueError(f"The keep-alive max attempt ({attempts}) must be at least 1.")
+        interval = _positive(params, "keep_alive_interval", "keep-alive interval", 5)
+        if interval.total_seconds() * attempts > MAX_SECONDS:
+            raise ValueError(
+                f"The liveness window, keep-alive interval x max attempt ({int(interval.total_seconds())} s x "
+                f"{attempts}), must be at most {MAX_SECONDS} seconds."
+            )
         return cls(
             join_timeout=_positive(params, "join_timeout", "join timeout", 600),
             last_call_timeout=_positive(params, "last_call_timeout", "last call timeout", 30),
             close_timeout=_positive(params, "close_timeout", "close timeout", 30),
             heartbeat_timeout=_positive(params, "heartbeat_timeout", "heartbeat timeout", 5),
-            keep_alive_interval=_positive(params, "keep_alive_interval", "keep-alive interval", 5),
+            keep_alive_interval=interval,
             keep_alive_max_attempt=attempts,
         )
 

@@ -28,7 +28,9 @@ from rdzv_core import (
     StoreConnectionError,
     StoreError,
     create_backend,
+    create_handler,
 )
+from rdzv_core.params import MAX_SECONDS
 
 MESSAGE = "The connection to the C10d store has failed. See inner exception for details."
 
@@ -173,6 +175,32 @@ def test_rdzv_serve_serves_logs_and_exits_cleanly(sig: int) -> None:
     assert served.stop(sig) == 0
     log = served.stderr()
     assert "connected" in log and "disconnected" in log and "shutting down" in log
+
+
+def test_every_timeout_at_its_longest_allowed_value_works(port: int) -> None:
+    longest = str(MAX_SECONDS)
+    handler = create_handler(
+        params(
+            f"127.0.0.1:{port}",
+            is_host="true",
+            **dict.fromkeys(
+                [
+                    "read_timeout",
+                    "join_timeout",
+                    "last_call_timeout",
+                    "close_timeout",
+                    "heartbeat_timeout",
+                    "keep_alive_interval",
+                ],
+                longest,
+            ),
+            keep_alive_max_attempt="1",  # the liveness window is interval x attempts
+        )
+    )
+    info = handler.next_rendezvous()
+    info.store.set("k", "v")
+    assert (info.rank, info.world_size, info.store.get("k")) == (0, 1, b"v")
+    assert handler.shutdown()
 
 
 @pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".example"])
