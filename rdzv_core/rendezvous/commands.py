@@ -39,7 +39,9 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     demo = sub.add_parser(
         "demo", help="run a full elastic rendezvous story with real local processes"
     )
-    demo.add_argument("--nodes", type=int, default=4, help="nodes at the start (default 4)")
+    demo.add_argument(
+        "--nodes", type=int, default=4, help="nodes at the start, 2 to 64 (default 4)"
+    )
     demo.add_argument("--store-type", default="tcp", help="tcp (default) or file")
     demo.set_defaults(run=_demo)
 

@@ -32,6 +32,7 @@ from .settings import parse_config
 
 DEMO_CONFIG = "keep_alive_interval=1,keep_alive_max_attempt=2,last_call_timeout=1,join_timeout=60"
 STEP_TIMEOUT = 60.0
+MAX_DEMO_NODES = 64  # each node is a process: a typo must not fork thousands
 
 
 # -- a node ----------------------------------------------------------------------------------
@@ -189,8 +190,10 @@ def _step(number: int, title: str, seconds: float) -> None:
 
 def run_demo(count: int, store_type: str) -> int:
     """Tell the story with ``count`` nodes over ``store_type``; 0 when every step held."""
-    if count < 2:
-        print("rdzv demo: --nodes must be at least 2", file=sys.stderr)
+    if not 2 <= count <= MAX_DEMO_NODES:
+        print(
+            f"rdzv demo: --nodes must be from 2 to {MAX_DEMO_NODES}, got {count}", file=sys.stderr
+        )
         return 2
     story = _Story(count, store_type)
     print(

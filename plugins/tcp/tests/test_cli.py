@@ -91,6 +91,9 @@ def run_to_end(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]
 
 
 def test_cli_exit_codes_and_messages_for_bad_input_and_unreachable_stores(tmp_path: Path) -> None:
+    for nodes in ("1", "65"):
+        code, err = run_to_end("demo", "--nodes", nodes)
+        assert (code, err.strip()) == (2, f"rdzv demo: --nodes must be from 2 to 64, got {nodes}")
     code, err = run_to_end("demo", "--store-type", "nosuch")
     assert code == 2 and "Invalid store type given. Currently only supports" in err
     code, err = run_to_end("demo", "--store-type", "etcd", env={"RDZV_PLUGINS": "tcp"})
