@@ -177,7 +177,16 @@ def serve(args: argparse.Namespace) -> int:
     port = rdzv_plugin_tcp.DEFAULT_PORT if args.port is None else args.port
     fd_limit = _raise_fd_limit()
     _return_freed_memory_to_the_os()
-    connections = args.max_connections or max(1, min(16384, fd_limit - 64))
+    allowed = max(1, fd_limit - 64)  # the rest: the listener, logs, a margin
+    connections = min(args.max_connections or 16384, allowed)
+    if args.max_connections and args.max_connections > allowed:
+        log.warning(
+            "--max-connections %d is more than the descriptor limit (%d) allows: serving up "
+            "to %d connections (raise the limit with ulimit -n)",
+            args.max_connections,
+            fd_limit,
+            connections,
+        )
     try:
         limits = ServerLimits(
             max_frame_size=args.max_frame_size,

@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -381,6 +382,38 @@ def test_server_side_connections_use_tcp_keepalive(port: int) -> None:
         client.close()
     finally:
         server.stop()
+
+
+def test_rdzv_serve_lowers_max_connections_to_what_its_descriptors_allow() -> None:
+    def low_descriptor_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
+
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rdzv_core", "serve", "--port", "0", "--max-connections", "5000"],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        preexec_fn=low_descriptor_limit,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().rsplit(":", 1)[1])
+        held = [TCPStore("127.0.0.1", port) for _ in range(36)]  # 100 - 64
+        with pytest.raises(StoreConnectionError, match="connection limit \\(36 clients\\)"):
+            TCPStore("127.0.0.1", port, timeout=timedelta(seconds=5))
+        held[0].set("k", "v")
+        assert held[-1].get("k") == b"v"
+        for store in held:
+            store.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    log.seek(0)
+    assert (
+        "--max-connections 5000 is more than the descriptor limit (100) allows: serving up to "
+        "36 connections" in log.read()
+    )
 
 
 @pytest.mark.parametrize(
