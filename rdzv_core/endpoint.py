@@ -4,10 +4,18 @@ read-timeout parsing."""
 from __future__ import annotations
 
 import re
+from urllib.parse import SplitResult, urlsplit
 
 from .params import MAX_SECONDS, RendezvousParameters
 
-__all__ = ["check_host", "is_local_host", "parse_endpoint", "parse_read_timeout", "resolver_host"]
+__all__ = [
+    "check_host",
+    "is_local_host",
+    "parse_endpoint",
+    "parse_read_timeout",
+    "resolver_host",
+    "split_url",
+]
 
 _HOST = re.compile(r"[\w.:-]+")
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -53,6 +61,21 @@ def check_host(host: str, endpoint: str) -> None:
             f"The hostname of the rendezvous endpoint '{endpoint}' must be a dot-separated list "
             "of labels, an IPv4 address, or an IPv6 address."
         )
+
+
+def split_url(endpoint: str, store: str) -> SplitResult:
+    """``endpoint`` split as a URL whose host, if any, passes :func:`check_host` and whose
+    port, if any, is a number from 0 to 65535. Otherwise a ValueError naming ``endpoint``
+    ("The <store> endpoint '...' is not a valid URL: ..."). The scheme is the caller's to
+    check."""
+    try:
+        url = urlsplit(endpoint)
+        _ = url.port  # urllib checks the port only when it is asked for it
+    except ValueError as e:
+        raise ValueError(f"The {store} endpoint {endpoint!r} is not a valid URL: {e}.") from None
+    if url.hostname:
+        check_host(url.hostname, endpoint)
+    return url
 
 
 def _valid_labels(name: str) -> bool:

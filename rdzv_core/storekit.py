@@ -9,9 +9,10 @@ The first-party store types are built on it. Everything here is stable API:
   key for a non-number), :func:`wrap_int64`;
 - compare-and-set: :func:`compare_set_outcome` (the contract's table, in one function);
 - hosting: :func:`host_or_join` (the ``is_host`` rules of a store type whose store one
-  node hosts), :func:`check_host` (the host of a URL endpoint, checked as
-  :func:`~rdzv_core.parse_endpoint` checks a ``host:port`` one), :func:`resolver_host` (a host
-  name as ``socket`` calls should get it);
+  node hosts), :func:`split_url` (a URL endpoint, its host and port checked, with errors
+  naming it), :func:`check_host` (a host checked as :func:`~rdzv_core.parse_endpoint` checks
+  that of a ``host:port`` endpoint), :func:`resolver_host` (a host name as ``socket`` calls
+  should get it);
 - time: :func:`as_timeout`, :func:`timeout_error` (the ``StoreTimeoutError`` a blocking read
   raises), :func:`read_timeout` (the store type's resolved ``read_timeout``).
 
@@ -28,7 +29,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TypeAlias, TypeVar
 
-from .endpoint import check_host, is_local_host, resolver_host
+from .endpoint import check_host, is_local_host, resolver_host, split_url
 from .errors import StoreTimeoutError
 from .params import RendezvousParameters
 
@@ -47,6 +48,7 @@ __all__ = [
     "host_or_join",
     "read_timeout",
     "resolver_host",
+    "split_url",
     "timeout_error",
     "to_bytes",
     "wrap_int64",

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from rdzv_core import RendezvousParameters, is_local_host, parse_endpoint, parse_read_timeout
-from rdzv_core.storekit import resolver_host
+from rdzv_core.storekit import resolver_host, split_url
 
 
 @pytest.mark.parametrize(
@@ -101,6 +101,22 @@ def test_resolver_host_passes_ascii_names_as_they_are_and_others_in_idna_form() 
 def test_resolver_host_names_a_non_ascii_host_without_an_idna_form() -> None:
     with pytest.raises(ValueError, match="The host name 'bü..x' is not valid .*1 to 63"):
         resolver_host("bü..x")
+
+
+def test_split_url_checks_the_host_and_port_and_names_the_endpoint() -> None:
+    url = split_url("rediss://user@[::1]:6380/2", "Redis")
+    assert (url.scheme, url.hostname, url.port, url.path) == ("rediss", "::1", 6380, "/2")
+    assert split_url("unix:///run/redis.sock", "Redis").path == "/run/redis.sock"
+    for endpoint, reason in [
+        ("redis://h:99999", "Port out of range 0-65535"),
+        ("redis://h:abc", "Port could not be cast to integer value as 'abc'"),
+        ("redis://[::1", "Invalid IPv6 URL"),
+    ]:
+        with pytest.raises(ValueError) as info:
+            split_url(endpoint, "Redis")
+        assert str(info.value) == f"The Redis endpoint '{endpoint}' is not a valid URL: {reason}."
+    with pytest.raises(ValueError, match="hostname of the rendezvous endpoint 'http://a..b:1'"):
+        split_url("http://a..b:1", "etcd")
 
 
 def test_read_timeout() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import rdzv_plugin_etcd
 from rdzv_core import (
@@ -13,7 +12,7 @@ from rdzv_core import (
     hookimpl,
     parse_endpoint,
 )
-from rdzv_core.storekit import check_host, read_timeout
+from rdzv_core.storekit import read_timeout, split_url
 
 if TYPE_CHECKING:
     from .store import EtcdStore
@@ -45,7 +44,7 @@ def parse_etcd_endpoint(endpoint: str, protocol: str | None) -> tuple[str, str, 
     """(protocol, host, port) from ``host[:port]`` or ``http(s)://host[:port]``."""
     text = endpoint.strip()
     if "://" in text:
-        url = urlsplit(text)
+        url = split_url(text, "etcd")
         if url.scheme not in ("http", "https"):
             raise ValueError(f"The etcd endpoint {endpoint!r} must use http or https.")
         if url.path not in ("", "/") or not url.hostname:
@@ -53,10 +52,10 @@ def parse_etcd_endpoint(endpoint: str, protocol: str | None) -> tuple[str, str, 
                 f"The etcd endpoint {endpoint!r} must be a URL with only a host "
                 "and port, e.g. https://etcd0:2379."
             )
-        check_host(url.hostname, endpoint)
         if protocol and protocol != url.scheme:
             raise ValueError(f"The etcd endpoint {endpoint!r} contradicts protocol={protocol}.")
-        return url.scheme, url.hostname, url.port or rdzv_plugin_etcd.DEFAULT_PORT
+        port = rdzv_plugin_etcd.DEFAULT_PORT if url.port is None else url.port
+        return url.scheme, url.hostname, port
     host, port = parse_endpoint(text, rdzv_plugin_etcd.DEFAULT_PORT)
     return protocol or "http", host, port
 

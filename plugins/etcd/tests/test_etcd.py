@@ -167,13 +167,25 @@ def test_unreachable_etcd_fails_within_the_read_timeout() -> None:
         ("https://etcd0:4001", ("https", "etcd0", 4001)),
         ("http://etcd0", ("http", "etcd0", 2379)),
         ("[::1]:2379", ("http", "::1", 2379)),
+        ("http://etcd0:0", ("http", "etcd0", 0)),  # as given: never a different port
     ],
 )
 def test_endpoint_forms(endpoint: str, expected: tuple[str, str, int]) -> None:
     assert parse_etcd_endpoint(endpoint, None) == expected
 
 
-@pytest.mark.parametrize("endpoint", ["ftp://etcd0:1", "http://etcd0:1/v3", "https://"])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "ftp://etcd0:1",
+        "http://etcd0:1/v3",
+        "https://",
+        "http://etcd0:99999",
+        "http://etcd0:x",
+        "http://[::1",
+        "http://[zz]:1",
+    ],
+)
 def test_bad_endpoints(endpoint: str) -> None:
     with pytest.raises(ValueError, match="etcd endpoint"):
         parse_etcd_endpoint(endpoint, None)

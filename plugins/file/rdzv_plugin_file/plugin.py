@@ -29,6 +29,8 @@ def create_store(params: RendezvousParameters) -> FileStore:
 
     timeout = read_timeout(params)
     path = params.endpoint
+    if "\x00" in path:
+        raise ValueError(f"The file store path {path!r} must not contain a NUL character.")
     if not path or not path.strip():
         try:
             fd, path = tempfile.mkstemp(prefix="rdzv-", suffix=".store")

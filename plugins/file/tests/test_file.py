@@ -401,3 +401,9 @@ def test_a_full_filesystem_loses_no_acknowledged_write(small_filesystem: Path) -
     assert reopened.get("after") == b"ok"
     store.close()
     reopened.close()
+
+
+def test_a_path_with_a_nul_character_is_a_clear_error() -> None:
+    with pytest.raises(ValueError) as info:
+        create_backend(params("/tmp/a\x00b"))
+    assert str(info.value) == "The file store path '/tmp/a\\x00b' must not contain a NUL character."

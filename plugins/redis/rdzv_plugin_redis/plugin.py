@@ -8,10 +8,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from rdzv_core import Capability, RendezvousParameters, StoreType, hookimpl, parse_endpoint
-from rdzv_core.storekit import check_host, read_timeout
+from rdzv_core.storekit import read_timeout, split_url
 
 if TYPE_CHECKING:
     from .store import RedisStore
@@ -51,14 +50,11 @@ def client_options(params: RendezvousParameters) -> dict[str, Any]:
     endpoint = params.endpoint.strip()
     options: dict[str, Any] = {}
     if "://" in endpoint:
-        url = urlsplit(endpoint)
-        if url.scheme not in ("redis", "rediss", "unix"):
+        if split_url(endpoint, "Redis").scheme not in ("redis", "rediss", "unix"):
             raise ValueError(
                 f"The Redis endpoint {endpoint!r} must be host[:port] or a redis://, rediss:// "
                 "or unix:// URL."
             )
-        if url.scheme != "unix" and url.hostname:
-            check_host(url.hostname, endpoint)
         options["url"] = endpoint
     else:
         host, port = parse_endpoint(endpoint, DEFAULT_PORT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import re
 import threading
 import time
 from datetime import timedelta
@@ -118,6 +119,9 @@ def test_endpoint_forms_and_config(redis_server: RedisServer, tmp_path: Path) ->
         create_backend(params("http://127.0.0.1:1"))
     for endpoint in ("a..b:1", "redis://a..b:1", "rediss://a..b:1"):
         with pytest.raises(ValueError, match=f"hostname of the rendezvous endpoint '{endpoint}'"):
+            create_backend(params(endpoint))
+    for endpoint in ("redis://h:99999", "redis://h:x", "rediss://[::1", "redis://[zz]:1"):
+        with pytest.raises(ValueError, match=f"^The Redis endpoint '{re.escape(endpoint)}' is not"):
             create_backend(params(endpoint))
     for s in (store, same, other_db, durable):
         s.close()
