@@ -49,9 +49,10 @@ class HandlerSettings:
         if attempts < 1:
             raise ValueError(f"The keep-alive max attempt ({attempts}) must be at least 1.")
         interval = _positive(params, "keep_alive_interval", "keep-alive interval", 5)
-        if interval.total_seconds() * attempts > MAX_SECONDS:
+        seconds = int(interval.total_seconds())
+        if seconds * attempts > MAX_SECONDS:
             raise ValueError(
-                f"The liveness window, keep-alive interval x max attempt ({int(interval.total_seconds())} s x "
+                f"The liveness window, keep-alive interval x max attempt ({seconds} s x "
                 f"{attempts}), must be at most {MAX_SECONDS} seconds."
             )
         return cls(
