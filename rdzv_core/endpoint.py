@@ -11,6 +11,7 @@ from .params import MAX_SECONDS, RendezvousParameters
 __all__ = [
     "check_host",
     "is_local_host",
+    "is_valid_host",
     "parse_endpoint",
     "parse_read_timeout",
     "resolver_host",
@@ -53,14 +54,19 @@ def parse_endpoint(endpoint: str | None, default_port: int) -> tuple[str, int]:
 
 
 def check_host(host: str, endpoint: str) -> None:
-    """Raise the ValueError naming ``endpoint`` unless ``host`` is an IPv4 or IPv6 address or
-    a name whose dot-separated labels (in IDNA form; one trailing dot allowed) have 1 to 63
-    characters each: what a store plugin checks in the host of a URL endpoint."""
-    if not _HOST.fullmatch(host) or not (_is_ipv6(host) if ":" in host else _valid_labels(host)):
+    """Raise the ValueError naming ``endpoint`` unless :func:`is_valid_host` accepts
+    ``host``: what a store plugin checks in the host of a URL endpoint."""
+    if not is_valid_host(host):
         raise ValueError(
             f"The hostname of the rendezvous endpoint '{endpoint}' must be a dot-separated list "
             "of labels, an IPv4 address, or an IPv6 address."
         )
+
+
+def is_valid_host(host: str) -> bool:
+    """Whether ``host`` is an IPv4 or IPv6 address or a name whose dot-separated labels (in
+    IDNA form; one trailing dot allowed) have 1 to 63 characters each."""
+    return bool(_HOST.fullmatch(host)) and (_is_ipv6(host) if ":" in host else _valid_labels(host))
 
 
 def split_url(endpoint: str, store: str) -> SplitResult:

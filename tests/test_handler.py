@@ -330,6 +330,27 @@ def test_handler_validation(args: tuple[Any, ...], message: str) -> None:
     assert str(info.value) == message
 
 
+@pytest.mark.parametrize("local_addr", ["a..b", "node 1", "x" * 64 + ".example", "[::1]", "1:2"])
+def test_a_malformed_local_address_is_refused(local_addr: str) -> None:
+    store = MemoryStore()
+    with pytest.raises(ValueError) as info:
+        RendezvousHandler("r", store, StoreBackend(store, "r"), 1, 1, local_addr)
+    assert str(info.value) == (
+        f"The local address {local_addr!r} must be a dot-separated list of labels, an IPv4 "
+        "address, or an IPv6 address (the other nodes and workers reach this node by it)."
+    )
+
+
+@pytest.mark.parametrize("local_addr", ["node-1.cluster", "10.0.0.7", "::1", "fe80::1"])
+def test_a_local_address_names_the_node_and_its_bootstrap(local_addr: str) -> None:
+    store = MemoryStore()
+    handler = RendezvousHandler("r", store, StoreBackend(store, "r"), 1, 1, local_addr)
+    info = handler.next_rendezvous()
+    assert handler.node_id.startswith(f"{local_addr}_")
+    assert info.bootstrap_store_info.master_addr == local_addr
+    handler.close()
+
+
 def settings(**config: Any) -> HandlerSettings:
     return HandlerSettings.from_params(RendezvousParameters("c10d", "", "r", 1, 1, **config))
 

@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from ..backend import RendezvousBackend
+from ..endpoint import is_valid_host
 from ..errors import (
     CONNECTION_FAILED,
     RendezvousClosedError,
@@ -141,6 +142,12 @@ class RendezvousHandler:
             raise ValueError(
                 f"The maximum number of nodes ({max_nodes}) must be greater than or equal to the "
                 f"minimum number of nodes ({min_nodes})."
+            )
+        if local_addr is not None and not is_valid_host(local_addr):
+            raise ValueError(
+                f"The local address {local_addr!r} must be a dot-separated list of labels, an "
+                "IPv4 address, or an IPv6 address (the other nodes and workers reach this node "
+                "by it)."
             )
         self._run_id = run_id
         self._raw_store = store
@@ -769,13 +776,17 @@ def create_handler(params: RendezvousParameters) -> RendezvousHandler:
 
     settings = HandlerSettings.from_params(params)
     backend, store = create_backend(params)
-    return RendezvousHandler(
-        params.run_id,
-        store,
-        backend,
-        params.min_nodes,
-        params.max_nodes,
-        params.local_addr,
-        settings,
-        owns_store=True,
-    )
+    try:
+        return RendezvousHandler(
+            params.run_id,
+            store,
+            backend,
+            params.min_nodes,
+            params.max_nodes,
+            params.local_addr,
+            settings,
+            owns_store=True,
+        )
+    except BaseException:
+        store.close()  # a hosted server must not outlive the handler that was refused
+        raise

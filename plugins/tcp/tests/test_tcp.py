@@ -203,6 +203,14 @@ def test_every_timeout_at_its_longest_allowed_value_works(port: int) -> None:
     assert handler.shutdown()
 
 
+def test_a_refused_local_address_leaves_no_server_running(port: int) -> None:
+    with pytest.raises(ValueError, match="The local address 'a..b' must be"):
+        create_handler(
+            RendezvousParameters("c10d", f"127.0.0.1:{port}", "run", 1, 1, "a..b", is_host="true")
+        )
+    assert port_is_free(port), "the store hosted for the refused handler was left running"
+
+
 @pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".example"])
 def test_a_malformed_host_name_cannot_be_resolved(host: str) -> None:
     with pytest.raises(StoreConnectionError, match=f"Cannot resolve the TCP store host '{host}'"):
