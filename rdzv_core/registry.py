@@ -256,20 +256,21 @@ class Registry:
         names = self._names()
         if names:
             message = f"Invalid store type given. Currently only supports {_join_names(names)}."
+        elif entry_points(group=ENTRY_POINT_GROUP):
+            message = "Invalid store type given. No installed store type is enabled."
         else:
             message = "Invalid store type given. No store type is installed."
         error = ValueError(message)
         close = difflib.get_close_matches(name, names, n=1)
         if close:
             error.add_note(f"Did you mean '{close[0]}'?")
-        if name in KNOWN_DISTRIBUTIONS:
+        installed = bool(entry_points(group=ENTRY_POINT_GROUP, name=name))
+        if name in KNOWN_DISTRIBUTIONS and not installed:
             dist = KNOWN_DISTRIBUTIONS[name]
             error.add_note(f"Store type '{name}' is provided by {dist}: pip install {dist}")
         if os.environ.get("RDZV_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):
             error.add_note("Plugin autoloading is off (RDZV_DISABLE_PLUGIN_AUTOLOAD is set).")
-        elif os.environ.get("RDZV_PLUGINS") is not None and entry_points(
-            group=ENTRY_POINT_GROUP, name=name
-        ):
+        elif os.environ.get("RDZV_PLUGINS") is not None and installed:
             error.add_note(
                 f"Store type '{name}' is installed but not in "
                 f"RDZV_PLUGINS={os.environ['RDZV_PLUGINS']}."

@@ -76,6 +76,16 @@ def main() -> None:
         "print('create_backend over tcp: ok')\n"
     )
     print(run(venv / "bin/python", "-c", smoke, cwd=out).strip())
+    missing = subprocess.run(
+        [venv / "bin/rdzv", "join", "--store-type", "redis", "--endpoint", "h:1", "--run-id", "r",
+         "--nnodes", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    hint = (
+        "hint: Store type 'redis' is provided by rdzv-plugin-redis: pip install rdzv-plugin-redis"
+    )
+    assert missing.returncode == 2 and hint in missing.stderr, missing.stderr
+    print("a store type that is not installed: exit 2 and the pip install hint")
     print(f"rdzv plugins in a fresh venv with only rdzv-plugin-tcp: {report[0]['name']} ok")
 
 

@@ -98,6 +98,10 @@ def test_cli_exit_codes_and_messages_for_bad_input_and_unreachable_stores(tmp_pa
     assert code == 2 and "Invalid store type given. Currently only supports" in err
     code, err = run_to_end("demo", "--store-type", "etcd", env={"RDZV_PLUGINS": "tcp"})
     assert code == 2 and "hint: Store type 'etcd' is installed but not in RDZV_PLUGINS=tcp" in err
+    assert "pip install" not in err, "an installed store type needs no install hint"
+    code, err = run_to_end("demo", "--store-type", "tcp", env={"RDZV_PLUGINS": "nope"})
+    assert code == 2 and "No installed store type is enabled." in err
+    assert "hint: Store type 'tcp' is installed but not in RDZV_PLUGINS=nope" in err
     missing = str(tmp_path / "no" / "such" / "dir" / "store")
     code, err = run_to_end("state", "--store-type", "file", "--endpoint", missing, "--run-id", "r")
     assert code == 1 and "caused by: StoreConnectionError" in err and missing in err
