@@ -32,12 +32,17 @@ def verify(token: bytes, nonce: bytes, response: bytes) -> bool:
     return hmac.compare_digest(answer(token, nonce), response)
 
 
-def as_token(token: str | bytes | None) -> bytes | None:
-    """A token as bytes; None or empty means no authentication."""
+def as_token(token: str | bytes | None, source: str = "auth_token") -> bytes | None:
+    """A token as bytes; None or empty means no authentication. A text token loses its
+    surrounding whitespace, as a token file's does, so one secret given both ways matches;
+    text that is only whitespace is a ValueError naming ``source``."""
     if token is None:
         return None
-    raw = token.encode() if isinstance(token, str) else bytes(token)
-    return raw or None
+    if isinstance(token, str):
+        if token and not token.strip():
+            raise ValueError(f"The TCP store token ({source}) is only whitespace.")
+        return token.strip().encode() or None
+    return bytes(token) or None
 
 
 def token_from_params(params: RendezvousParameters) -> bytes | None:
@@ -49,7 +54,7 @@ def token_from_params(params: RendezvousParameters) -> bytes | None:
         return read_token_file(str(path))
     if inline:
         return as_token(str(inline))
-    return as_token(os.environ.get(ENV_VAR))
+    return as_token(os.environ.get(ENV_VAR), f"${ENV_VAR}")
 
 
 def read_token_file(path: str) -> bytes:

@@ -169,7 +169,7 @@ def serve(args: argparse.Namespace) -> int:
         token = (
             read_token_file(args.auth_token_file)
             if args.auth_token_file
-            else as_token(os.environ.get(ENV_VAR))
+            else as_token(os.environ.get(ENV_VAR), f"${ENV_VAR}")
         )
     except ValueError as e:
         print(f"rdzv serve: {e}", file=sys.stderr)

@@ -342,6 +342,16 @@ def test_auth_through_create_backend_config_file_and_env(
         monkeypatch.setenv("RDZV_TCP_AUTH_TOKEN", "s3cret")
         _, from_env = create_backend(params(f"127.0.0.1:{port}", is_host="false"))
         from_env.close()
+        # The file's token lost its newline; so does text given any other way.
+        monkeypatch.setenv("RDZV_TCP_AUTH_TOKEN", " s3cret\n")
+        _, padded = create_backend(params(f"127.0.0.1:{port}", is_host="false"))
+        padded.close()
+        TCPStore("127.0.0.1", port, auth_token="s3cret\n").close()
+        monkeypatch.setenv("RDZV_TCP_AUTH_TOKEN", " \n")
+        with pytest.raises(ValueError, match=r"token \(\$RDZV_TCP_AUTH_TOKEN\) is only whitespace"):
+            create_backend(params(f"127.0.0.1:{port}", is_host="false"))
+        with pytest.raises(ValueError, match=r"token \(auth_token\) is only whitespace"):
+            create_backend(params(f"127.0.0.1:{port}", is_host="false", auth_token="  "))
         monkeypatch.setenv("RDZV_TCP_AUTH_TOKEN", "wrong")
         with pytest.raises(RendezvousConnectionError) as info:
             create_backend(params(f"127.0.0.1:{port}", is_host="false", read_timeout="2"))
@@ -353,13 +363,24 @@ def test_auth_through_create_backend_config_file_and_env(
 
 
 def test_auth_token_for_rdzv_serve_from_env() -> None:
-    served = Served(env={"RDZV_TCP_AUTH_TOKEN": "envtoken"})
+    served = Served(env={"RDZV_TCP_AUTH_TOKEN": "envtoken\n"})
     try:
         with pytest.raises(AuthenticationError):
             TCPStore("127.0.0.1", served.port, timeout=timedelta(seconds=2))
         TCPStore("127.0.0.1", served.port, auth_token="envtoken").set("k", "v")
     finally:
         served.stop()
+    result = subprocess.run(
+        [sys.executable, "-m", "rdzv_core", "serve", "--port", "0"],
+        env={**os.environ, "RDZV_TCP_AUTH_TOKEN": "  "},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "rdzv serve: The TCP store token ($RDZV_TCP_AUTH_TOKEN) is only whitespace."
+    )
 
 
 # -- framing -------------------------------------------------------------------------------
