@@ -14,7 +14,8 @@ The first-party store types are built on it. Everything here is stable API:
   that of a ``host:port`` endpoint), :func:`resolver_host` (a host name as ``socket`` calls
   should get it);
 - time: :func:`as_timeout`, :func:`timeout_error` (the ``StoreTimeoutError`` a blocking read
-  raises), :func:`read_timeout` (the store type's resolved ``read_timeout``).
+  raises), :func:`read_timeout` (the store type's resolved ``read_timeout``);
+- options: :func:`readable_file` (a file option, e.g. a TLS certificate, checked up front).
 
 Errors to raise live in :mod:`rdzv_core`: ``StoreError`` for a failed operation,
 ``StoreConnectionError`` for a lost or unreachable medium, ``StoreTimeoutError`` (from
@@ -47,6 +48,7 @@ __all__ = [
     "compare_set_outcome",
     "host_or_join",
     "read_timeout",
+    "readable_file",
     "resolver_host",
     "split_url",
     "timeout_error",
@@ -157,6 +159,21 @@ def compare_set_outcome(
     if current == expected:
         return desired, desired
     return None, current
+
+
+def readable_file(params: RendezvousParameters, option: str, what: str) -> str | None:
+    """The path in option ``option`` of ``params`` (None when absent), once it was opened for
+    reading: a missing or unreadable file is bad configuration, a ValueError naming ``what``,
+    the option and the path, not a connection failure later."""
+    path = params.get(option)
+    if not path:
+        return None
+    try:
+        with open(str(path), "rb"):
+            pass
+    except OSError as e:
+        raise ValueError(f"Cannot read the {what} ({option}) {str(path)!r}: {e.strerror}.") from e
+    return str(path)
 
 
 def read_timeout(params: RendezvousParameters) -> timedelta:

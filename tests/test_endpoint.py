@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
 from rdzv_core import RendezvousParameters, is_local_host, parse_endpoint, parse_read_timeout
-from rdzv_core.storekit import resolver_host, split_url
+from rdzv_core.storekit import readable_file, resolver_host, split_url
 
 
 @pytest.mark.parametrize(
@@ -117,6 +118,23 @@ def test_split_url_checks_the_host_and_port_and_names_the_endpoint() -> None:
         assert str(info.value) == f"The Redis endpoint '{endpoint}' is not a valid URL: {reason}."
     with pytest.raises(ValueError, match="hostname of the rendezvous endpoint 'http://a..b:1'"):
         split_url("http://a..b:1", "etcd")
+
+
+def test_readable_file_opens_the_file_an_option_names(tmp_path: Path) -> None:
+    def p(**config: str) -> RendezvousParameters:
+        return RendezvousParameters("c10d", "", "r", 1, 1, **config)
+
+    pem = tmp_path / "ca.pem"
+    pem.write_text("x")
+    assert readable_file(p(ca=str(pem)), "ca", "CA file") == str(pem)
+    assert readable_file(p(), "ca", "CA file") is None
+    for path, reason in [
+        (tmp_path / "no.pem", "No such file or directory"),
+        (tmp_path, "Is a directory"),
+    ]:
+        with pytest.raises(ValueError) as info:
+            readable_file(p(ca=str(path)), "ca", "CA file")
+        assert str(info.value) == f"Cannot read the CA file (ca) '{path}': {reason}."
 
 
 def test_read_timeout() -> None:

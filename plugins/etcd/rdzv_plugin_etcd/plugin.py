@@ -12,7 +12,7 @@ from rdzv_core import (
     hookimpl,
     parse_endpoint,
 )
-from rdzv_core.storekit import read_timeout, split_url
+from rdzv_core.storekit import read_timeout, readable_file, split_url
 
 if TYPE_CHECKING:
     from .store import EtcdStore
@@ -77,9 +77,9 @@ def create_store(params: RendezvousParameters) -> EtcdStore:
         user=params.get("user"),
         password=params.get("password"),
         protocol=protocol,
-        ca_cert=params.get("cacert"),
-        cert=params.get("cert"),
-        key=params.get("key"),
+        ca_cert=readable_file(params, "cacert", "CA certificate file"),
+        cert=readable_file(params, "cert", "client certificate file"),
+        key=readable_file(params, "key", "client key file"),
     )
 
 

@@ -21,6 +21,7 @@ from etcd3gw import client as etcd_client
 from etcd3gw import exceptions as etcd_errors
 
 from rdzv_core import Capability, Store, StoreConnectionError, StoreError
+from rdzv_core.params import MAX_SECONDS
 from rdzv_core.storekit import (
     Value,
     add_to_value,
@@ -86,8 +87,10 @@ class EtcdStore(Store):
             raise ValueError(f"The etcd protocol must be http or https, got {protocol!r}.")
         if bool(user) != bool(password):
             raise ValueError("Give both 'user' and 'password' for etcd, or neither.")
-        if ttl is not None and ttl < 1:
-            raise ValueError(f"The etcd lease ttl must be at least 1 second, got {ttl}.")
+        if ttl is not None and not 1 <= ttl <= MAX_SECONDS:
+            raise ValueError(
+                f"The etcd lease ttl must be from 1 to {MAX_SECONDS} seconds, got {ttl}."
+            )
         self.host, self.port, self.prefix = host, port, prefix
         self.where = f"{protocol}://{host}:{port}"
         self._prefix = prefix.encode()

@@ -202,6 +202,14 @@ def test_bad_options(etcd: Etcd) -> None:
         create_backend(params(etcd.endpoint, user="root"))
     with pytest.raises(ValueError, match="ttl"):
         create_backend(params(etcd.endpoint, ttl="0"))
+    with pytest.raises(ValueError, match="ttl must be from 1 to 2147483647 seconds, got 10"):
+        create_backend(params(etcd.endpoint, ttl=str(10**20)))
+    for option, what in [("cacert", "CA certificate"), ("cert", "client certificate")]:
+        with pytest.raises(ValueError) as info:
+            create_backend(params(f"https://{etcd.endpoint}", **{option: "/no/such.pem"}))
+        assert str(info.value) == (
+            f"Cannot read the {what} file ({option}) '/no/such.pem': No such file or directory."
+        )
     with pytest.raises(ValueError, match="contradicts"):
         create_backend(params(f"http://{etcd.endpoint}", protocol="https"))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rdzv_core import Capability, RendezvousParameters, StoreType, hookimpl, parse_endpoint
-from rdzv_core.storekit import read_timeout, split_url
+from rdzv_core.storekit import read_timeout, readable_file, split_url
 
 if TYPE_CHECKING:
     from .store import RedisStore
@@ -69,7 +69,9 @@ def client_options(params: RendezvousParameters) -> dict[str, Any]:
     password = _password(params)
     if password:
         options["password"] = password
-    tls = {k: params.get(k) for k in ("tls_ca", "tls_cert", "tls_key") if params.get(k)}
+    files = {"tls_ca": "CA certificate file", "tls_cert": "client certificate file",
+             "tls_key": "client key file"}  # fmt: skip
+    tls = {k: path for k, what in files.items() if (path := readable_file(params, k, what))}
     if tls:
         if "url" not in options:
             options["ssl"] = True

@@ -120,6 +120,12 @@ def test_endpoint_forms_and_config(redis_server: RedisServer, tmp_path: Path) ->
     for endpoint in ("a..b:1", "redis://a..b:1", "rediss://a..b:1"):
         with pytest.raises(ValueError, match=f"hostname of the rendezvous endpoint '{endpoint}'"):
             create_backend(params(endpoint))
+    with pytest.raises(ValueError) as info:
+        create_backend(params(redis_server.endpoint, tls_ca=str(tmp_path / "no-ca.pem")))
+    assert str(info.value) == (
+        f"Cannot read the CA certificate file (tls_ca) '{tmp_path / 'no-ca.pem'}': No such file "
+        "or directory."
+    )
     for endpoint in ("redis://h:99999", "redis://h:x", "rediss://[::1", "redis://[zz]:1"):
         with pytest.raises(ValueError, match=f"^The Redis endpoint '{re.escape(endpoint)}' is not"):
             create_backend(params(endpoint))
