@@ -47,9 +47,11 @@ def parse_endpoint(endpoint: str | None, default_port: int) -> tuple[str, int]:
             f"The port number of the rendezvous endpoint '{text}' must be an integer between 0 "
             "and 65536."
         )
-    if len(host) >= 2 and host.startswith("[") and host.endswith("]"):
+    bracketed = len(host) >= 2 and host.startswith("[") and host.endswith("]")
+    if bracketed:
         host = host[1:-1]
-    check_host(host, text)
+    if not is_valid_host(host) or (bracketed and not _is_ipv6(host)):  # [...] is for IPv6
+        raise _bad_host(text)
     return host, port
 
 
@@ -57,10 +59,14 @@ def check_host(host: str, endpoint: str) -> None:
     """Raise the ValueError naming ``endpoint`` unless :func:`is_valid_host` accepts
     ``host``: what a store plugin checks in the host of a URL endpoint."""
     if not is_valid_host(host):
-        raise ValueError(
-            f"The hostname of the rendezvous endpoint '{endpoint}' must be a dot-separated list "
-            "of labels, an IPv4 address, or an IPv6 address."
-        )
+        raise _bad_host(endpoint)
+
+
+def _bad_host(endpoint: str) -> ValueError:
+    return ValueError(
+        f"The hostname of the rendezvous endpoint '{endpoint}' must be a dot-separated list of "
+        "labels, an IPv4 address, or an IPv6 address."
+    )
 
 
 def is_valid_host(host: str) -> bool:

@@ -67,6 +67,8 @@ def test_bad_port(endpoint: str) -> None:
         f"{'x' * 64}.example:1",
         "bü..x:1",
         "[a:b]:1",
+        "[zz]:1",
+        "[10.0.0.1]:1",
     ],
 )
 def test_bad_host(endpoint: str) -> None:
