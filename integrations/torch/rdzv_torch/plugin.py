@@ -9,16 +9,18 @@ torch loads inside ``create_store``.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import TYPE_CHECKING
 
 from rdzv_core import (
     Capability,
     RendezvousParameters,
+    StoreConnectionError,
     StoreType,
     hookimpl,
     parse_endpoint,
 )
-from rdzv_core.storekit import host_or_join, read_timeout
+from rdzv_core.storekit import host_or_join, read_timeout, resolver_host
 
 if TYPE_CHECKING:
     from .stores import TorchBackedStore
@@ -37,6 +39,7 @@ def create_store(params: RendezvousParameters) -> TorchBackedStore:
 
     host, port = parse_endpoint(params.endpoint, DEFAULT_PORT)
     timeout = read_timeout(params)
+    _resolve(host)
 
     def open_(hosting: bool) -> TorchBackedStore:
         torch_store = dist.TCPStore(
@@ -51,6 +54,18 @@ def create_store(params: RendezvousParameters) -> TorchBackedStore:
         return from_torch_store(torch_store, timeout, hosting=hosting)
 
     return host_or_join(params, host, open_, (RuntimeError, OSError))
+
+
+def _resolve(host: str) -> None:
+    """Fail at once for a name the resolver does not know: torch's TCPStore would retry it
+    until the timeout. (A temporary resolver failure is left to torch's retries.)"""
+    try:
+        socket.getaddrinfo(resolver_host(host), None, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        if e.errno == socket.EAI_NONAME:
+            raise StoreConnectionError(
+                f"Cannot resolve the torch-tcp store host {host!r}: {e.strerror}."
+            ) from e
 
 
 @hookimpl

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -87,3 +88,21 @@ def test_rdzv_errors_reach_torch_as_its_own_classes() -> None:
     with pytest.raises(RendezvousClosedError):
         handler.next_rendezvous()
     handler.shutdown()
+
+
+def test_an_unknown_torch_tcp_host_fails_at_once() -> None:
+    """torch's TCPStore retries a name the resolver does not know until its timeout (60 s
+    here); store type torch-tcp fails at once and says why."""
+    from rdzv_core import RendezvousConnectionError, RendezvousParameters, create_backend
+
+    start = time.monotonic()
+    with pytest.raises(RendezvousConnectionError) as info:
+        create_backend(
+            RendezvousParameters(
+                "rdzv", "no-such-host.invalid:1", "r", 1, 1, store_type="torch-tcp"
+            )
+        )
+    assert "Cannot resolve the torch-tcp store host 'no-such-host.invalid'" in str(
+        info.value.__cause__
+    )
+    assert time.monotonic() - start < 10
