@@ -50,10 +50,15 @@ def client_options(params: RendezvousParameters) -> dict[str, Any]:
     endpoint = params.endpoint.strip()
     options: dict[str, Any] = {}
     if "://" in endpoint:
-        if split_url(endpoint, "Redis").scheme not in ("redis", "rediss", "unix"):
+        url = split_url(endpoint, "Redis")
+        if url.scheme not in ("redis", "rediss", "unix"):
             raise ValueError(
                 f"The Redis endpoint {endpoint!r} must be host[:port] or a redis://, rediss:// "
                 "or unix:// URL."
+            )
+        if url.scheme == "unix" and not url.path:
+            raise ValueError(
+                f"The Redis endpoint {endpoint!r} must name the socket: unix:///path/to/redis.sock."
             )
         options["url"] = endpoint
     else:

@@ -126,6 +126,9 @@ def test_endpoint_forms_and_config(redis_server: RedisServer, tmp_path: Path) ->
         f"Cannot read the CA certificate file (tls_ca) '{tmp_path / 'no-ca.pem'}': No such file "
         "or directory."
     )
+    for endpoint in ("unix://", "unix://host"):
+        with pytest.raises(ValueError, match=f"^The Redis endpoint '{endpoint}' must name the"):
+            create_backend(params(endpoint))
     for endpoint in ("redis://h:99999", "redis://h:x", "rediss://[::1", "redis://[zz]:1"):
         with pytest.raises(ValueError, match=f"^The Redis endpoint '{re.escape(endpoint)}' is not"):
             create_backend(params(endpoint))
