@@ -45,6 +45,13 @@ def _password(params: RendezvousParameters) -> str | None:
     return os.environ.get(PASSWORD_ENV) or None
 
 
+_TLS_FILES = {
+    "tls_ca": "CA certificate file",
+    "tls_cert": "client certificate file",
+    "tls_key": "client key file",
+}
+
+
 def client_options(params: RendezvousParameters) -> dict[str, Any]:
     """redis-py options for ``params``: ``url`` for a URL endpoint, else host and port."""
     endpoint = params.endpoint.strip()
@@ -74,9 +81,7 @@ def client_options(params: RendezvousParameters) -> dict[str, Any]:
     password = _password(params)
     if password:
         options["password"] = password
-    files = {"tls_ca": "CA certificate file", "tls_cert": "client certificate file",
-             "tls_key": "client key file"}  # fmt: skip
-    tls = {k: path for k, what in files.items() if (path := readable_file(params, k, what))}
+    tls = {k: path for k, what in _TLS_FILES.items() if (path := readable_file(params, k, what))}
     if tls:
         if "url" not in options:
             options["ssl"] = True
