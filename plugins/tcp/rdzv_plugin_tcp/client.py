@@ -125,6 +125,17 @@ def _timeval(seconds: float) -> bytes:
     return _TIMEVAL.pack(whole, micros)
 
 
+def _literal_family(host: str) -> int | None:
+    """The address family of ``host`` when it is a numeric address (no scope), else None."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return family
+    return None
+
+
 def _millis(timeout: timedelta) -> int:
     return min(max(0, round(timeout.total_seconds() * 1000)), MAX_TIMEOUT_MS)
 
@@ -147,8 +158,7 @@ class _Link:
     The socket blocks, with kernel timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO``) as the
     deadlines, so a reply costs one ``recv``: with hundreds of threads in a process every
     extra system call is another round of handing over the interpreter lock. (A send
-    timeout is set only once a send cannot go out at once, and the handshake waits with
-    ``poll``: a connection costs no timeout calls until its first request.) After
+    timeout is set only once a send cannot go out at once.) After
     sending, a lone caller busy-polls the reply for up to :data:`SPIN_SECONDS` before
     sleeping in ``recv``: on loopback and fast networks the reply usually lands within
     that, and a thread that never slept need not be woken, which on virtual machines
@@ -159,7 +169,6 @@ class _Link:
                  "sock", "where")  # fmt: skip
 
     def __init__(self, sock: socket.socket, where: str) -> None:
-        sock.settimeout(None)
         self.sock = sock
         self.fd = sock.fileno()  # safe to keep: a link is closed only while no call uses it
         self.where = where
@@ -256,12 +265,18 @@ class _Link:
 
     def receive_by(self, deadline: float) -> bytes:
         """The next frame, which must arrive by ``deadline`` (``time.monotonic()``): the
-        handshake's bound, shorter than a request's, kept with ``poll``."""
+        handshake's bound, shorter than a request's, kept with the kernel's receive
+        timeout (a request sets its own again)."""
         while (payload := self._frame()) is None:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.poller.poll(remaining * 1000):
+            if remaining <= 0:
                 raise _Silent("no answer to the handshake in time")
-            chunk = self.sock.recv(self._want())
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(remaining))
+            self.liveness = -1.0
+            try:
+                chunk = self.sock.recv(self._want())
+            except BlockingIOError:  # SO_RCVTIMEO passed
+                raise _Silent("no answer to the handshake in time") from None
             if not chunk:
                 raise ConnectionResetError("the server closed the connection")
             self.buf += chunk
@@ -341,6 +356,7 @@ class TCPStore(Store):
             raise ValueError("A client needs the server's port; port 0 only works with is_master.")
         self.host = host
         self._address = resolver_host(host)
+        self._family = _literal_family(host)
         self._token = as_token(auth_token)
         self._idle: list[_Link] = []
         self._busy: set[_Link] = set()
@@ -419,10 +435,7 @@ class TCPStore(Store):
         while True:
             remaining = deadline - time.monotonic()
             try:
-                sock = socket.create_connection(
-                    (self._address, self.port),  # type: ignore[arg-type]  # to getaddrinfo
-                    max(0.05, min(remaining, 5.0)),
-                )
+                sock = self._open(max(0.05, min(remaining, 5.0)))
             except socket.gaierror as e:
                 if e.errno == socket.EAI_NONAME:
                     raise StoreConnectionError(
@@ -452,6 +465,34 @@ class TCPStore(Store):
                 ) from last
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, _MAX_RETRY_DELAY)
+
+    def _open(self, timeout: float) -> socket.socket:
+        """A blocking socket connected to the server within ``timeout`` seconds.
+
+        A numeric address is connected to directly, the kernel's send timeout bounding
+        ``connect`` (Linux): one system call that releases the interpreter lock, where
+        ``socket.create_connection`` makes three (look-up, ``connect``, ``poll``), each a
+        turn in the queue for the lock when hundreds of client threads share a process.
+        A host name goes through the resolver, trying each of its addresses.
+        """
+        if self._family is None:
+            sock = socket.create_connection(
+                (self._address, self.port),  # type: ignore[arg-type]  # to getaddrinfo
+                timeout,
+            )
+            sock.settimeout(None)
+            return sock
+        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
+            try:
+                sock.connect((self._address, self.port))
+            except BlockingIOError:  # SO_SNDTIMEO passed before the server answered
+                raise TimeoutError("timed out") from None
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _handshake(self, link: _Link, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -16,6 +16,7 @@ import logging
 import os
 import select
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -225,13 +226,24 @@ def _listen(host: str | None, port: int, backlog: int) -> socket.socket:
     return socket.create_server(("0.0.0.0", port), backlog=backlog)
 
 
-def _keepalive(sock: socket.socket) -> None:
-    """Let the kernel notice a client whose host died (about 2 minutes)."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6)):
-        option = getattr(socket, name, None)
-        if option is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+#: Options of every client connection: no Nagle delay, and keep-alive probes, so the
+#: kernel notices a client whose host died (about 2 minutes).
+_CONNECTION_OPTIONS = [
+    (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    *(
+        (socket.IPPROTO_TCP, getattr(socket, name), value)
+        for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6))
+        if hasattr(socket, name)
+    ),
+]
+#: Linux gives an accepted connection the listener's options: set once, not per client.
+_INHERITS_OPTIONS = sys.platform.startswith("linux")
+
+
+def _set_connection_options(sock: socket.socket) -> None:
+    for level, option, value in _CONNECTION_OPTIONS:
+        sock.setsockopt(level, option, value)
 
 
 class StoreServer:
@@ -262,6 +274,8 @@ class StoreServer:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise StoreError(f"The TCP store server cannot listen on {where}: {reason}") from e
         self._listener.setblocking(False)
+        if _INHERITS_OPTIONS:
+            _set_connection_options(self._listener)
         self.host = host
         self.port: int = self._listener.getsockname()[1]
         self.server_id = os.urandom(SERVER_ID_SIZE)
@@ -487,8 +501,8 @@ class StoreServer:
             sock.close()
             self._logs.warning("connection limit reached: closed a new connection at once")
             return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        _keepalive(sock)
+        if not _INHERITS_OPTIONS:
+            _set_connection_options(sock)
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
         conn = _Conn(sock, peer, time.monotonic())
         if full:
@@ -574,13 +588,14 @@ class StoreServer:
             if (
                 size > 0
                 and U32.unpack_from(data)[0] == size
-                and conn.state == _READY
                 and conn.waiter is None
                 and not conn.out
-                and size <= self.limits.max_frame_size
+                and size
+                <= (self.limits.max_frame_size if conn.state == _READY else HANDSHAKE_FRAME_LIMIT)
             ):
-                # The common case: one whole request alone in this read, from an idle
-                # connection. Handled straight from the received bytes, no buffering.
+                # The common case: one whole request (or handshake step) alone in this
+                # read, from an idle connection. Handled straight from the received
+                # bytes, no buffering.
                 if self._handle_safely(conn, data[4:]) and conn.out:
                     self._set_events(conn)
                 return

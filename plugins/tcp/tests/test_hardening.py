@@ -25,6 +25,9 @@ from rdzv_plugin_tcp.protocol import (
     GET,
     MAGIC,
     MULTI_GET,
+    NONCE_SIZE,
+    NUM_KEYS,
+    OK,
     PING,
     SET,
     TIMEOUT,
@@ -294,6 +297,42 @@ def test_before_authentication_only_handshake_sized_frames_and_a_deadline() -> N
         child.close()
 
 
+@pytest.mark.parametrize("pieces", ["whole", "a byte at a time"])
+def test_handshake_steps_are_answered_whole_or_in_pieces(port: int, pieces: str) -> None:
+    """The server takes each handshake step whole from one read (its fast path) or
+    gathered from many; either way the client gets in, and a wrong token does not."""
+    from rdzv_plugin_tcp.auth import answer
+
+    server = StoreServer("127.0.0.1", port, auth_token=b"secret").start()
+
+    def send(sock: socket.socket, payload: bytes) -> None:
+        data = frame(payload)
+        if pieces == "whole":
+            sock.sendall(data)
+            return
+        for byte in data:
+            sock.sendall(bytes([byte]))
+            time.sleep(0.005)
+
+    try:
+        for token, welcome in ((b"secret", b"\x00"), (b"wrong", b"")):
+            sock = raw_client(port, handshake=False)
+            send(sock, MAGIC + bytes([VERSION]))
+            hello = read_frame(sock)
+            assert hello[:4] == MAGIC and hello[5] == 1, hello  # auth required: a nonce
+            send(sock, answer(token, hello[-NONCE_SIZE:]))
+            if welcome:
+                assert read_frame(sock) == welcome
+                sock.sendall(frame(bytes([NUM_KEYS])))
+                assert read_frame(sock)[:1] == bytes([OK])
+            else:
+                assert b"wrong token" in read_frame(sock)
+                assert closed_by_server(sock)
+            sock.close()
+    finally:
+        server.stop()
+
+
 # -- connections: a cap with an orderly refusal; descriptor exhaustion ---------------------
 
 
@@ -371,7 +410,7 @@ def test_rdzv_serve_with_an_unread_stderr_pipe_stays_responsive() -> None:
             proc.wait()
 
 
-def test_server_side_connections_use_tcp_keepalive(port: int) -> None:
+def test_server_side_connections_use_tcp_keepalive_and_no_nagle_delay(port: int) -> None:
     server = StoreServer("127.0.0.1", port).start()
     try:
         client = TCPStore("127.0.0.1", port)
@@ -379,6 +418,9 @@ def test_server_side_connections_use_tcp_keepalive(port: int) -> None:
         (conn,) = server._conns  # the one accepted connection
         assert conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 10
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 6
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         client.close()
     finally:
         server.stop()

@@ -150,7 +150,9 @@ def test_bind_host_narrows_the_listener(port: int) -> None:
 def test_default_listener_takes_every_interface(port: int) -> None:
     host = TCPStore("127.0.0.1", port, is_master=True)
     try:
-        for address in ("127.0.0.2", "localhost"):
+        # An IPv4 and an IPv6 address are connected to directly, a name through the
+        # resolver.
+        for address in ("127.0.0.2", "::1", "localhost"):
             assert TCPStore(address, port).num_keys() == 0
     finally:
         host.close()
