@@ -11,6 +11,11 @@ for torch. Phases, all clients at once:
 - add + get: every client adds 1 to ``arrived``; the client that makes it N sets ``go``;
   every client then reads ``go`` (a blocked get for all but the last).
 
+A client that has finished keeps its thread and connection until the run has been measured
+(so the server's memory is read with every client connected, and no thread that finished
+early takes CPU, tearing down, from those still at work); then all are released at once,
+rdzv's clients closed, torch's freed, and the release is timed apart, not in the total.
+
 The client processes of both sides use a 50 ms interpreter switch interval
 (``--switch-interval``; CPython's default is 5 ms): with hundreds of client threads in one
 interpreter, every thread waiting for the interpreter lock wakes 200 times a second by
@@ -112,9 +117,14 @@ else:
     from rdzv_plugin_tcp import TCPStore
     def connect():
         return TCPStore("127.0.0.1", port, timeout=timedelta(seconds=600))
-connect_now, go_now = threading.Event(), threading.Event()
+connect_now, go_now, all_done, release = (threading.Event() for _ in range(4))
 lock = threading.Lock()
 connected, finished, errors = [], [], []
+def done(outcome, value):
+    with lock:
+        outcome.append(value)
+        if len(finished) + len(errors) == count:
+            all_done.set()
 def client():
     try:
         connect_now.wait()
@@ -127,11 +137,15 @@ def client():
         if store.add("arrived", 1) == total:
             store.set("go", "1")
         assert store.get("go") == b"1"
-        with lock:
-            finished.append(time.time())
+        done(finished, time.time())
     except BaseException as e:
-        errors.append(repr(e))
+        done(errors, repr(e))
         print("ready", flush=True)
+        return
+    # Client and connection live until the run has been measured: a finished thread
+    # tearing down would take CPU from those still at work, which is no part of add + get.
+    release.wait()
+    getattr(store, "close", lambda: None)()  # rdzv's; torch's TCPStore closes when freed
 threads = [threading.Thread(target=client) for _ in range(count)]
 for t in threads:
     t.start()
@@ -140,11 +154,14 @@ sys.stdin.readline()
 connect_now.set()
 sys.stdin.readline()
 go_now.set()
-for t in threads:
-    t.join()
+all_done.wait()
 print(json.dumps({"connected": max(connected, default=0), "finished": max(finished, default=0),
                   "errors": errors[:3], "failed": len(errors)}), flush=True)
 sys.stdin.readline()  # hold the connections until the server's memory was read
+release.set()
+for t in threads:
+    t.join()
+print(json.dumps({"released": time.time()}), flush=True)
 """
 
 
@@ -239,7 +256,13 @@ def run(
             raise RuntimeError(f"{failed} {kind} clients failed: {reports[0]['errors']}")
         connect_s = max(r["connected"] for r in reports) - start
         ops_s = max(r["finished"] for r in reports) - go
+        release = time.time()
         tell(procs)
+        released = []
+        for proc in procs:
+            assert proc.stdout is not None
+            released.append(json.loads(proc.stdout.readline())["released"])
+        release_s = max(released) - release
     finally:
         for proc in procs:
             proc.kill()
@@ -250,6 +273,7 @@ def run(
         "connect": connect_s,
         "ops": ops_s,
         "total": connect_s + ops_s,
+        "release": release_s,
         "kib_per_conn": (connected_rss - base) / n,
         "peak_mib": peak / 1024,
         "server_cpu": server_cpu,
@@ -306,6 +330,7 @@ def main() -> str:
                     f"{rdzv['kib_per_conn']:.1f}",
                     f"{torch['peak_mib']:.0f} / {rdzv['peak_mib']:.0f}",
                     f"{torch['server_cpu']:.2f} / {rdzv['server_cpu']:.2f}",
+                    f"{torch['release']:.2f} / {rdzv['release']:.2f}",
                     *floor,
                 ]
             )
@@ -323,6 +348,7 @@ def main() -> str:
                 "rdzv server KiB/conn",
                 "server peak MiB torch / rdzv",
                 "server CPU s in add+get, torch / rdzv",
+                "release s, torch / rdzv",
                 *(["minimal Python client on torch's server, s (/torch)"] if args.floor else []),
             ],
             rows,
