@@ -590,8 +590,7 @@ class StoreServer:
                 and U32.unpack_from(data)[0] == size
                 and conn.waiter is None
                 and not conn.out
-                and size
-                <= (self.limits.max_frame_size if conn.state == _READY else HANDSHAKE_FRAME_LIMIT)
+                and size <= self._frame_limit(conn)
             ):
                 # The common case: one whole request (or handshake step) alone in this
                 # read, from an idle connection. Handled straight from the received
@@ -611,6 +610,10 @@ class StoreServer:
             return
         self._process(conn)
 
+    def _frame_limit(self, conn: _Conn) -> int:
+        """The largest frame ``conn`` may send now: small until its handshake is done."""
+        return self.limits.max_frame_size if conn.state == _READY else HANDSHAKE_FRAME_LIMIT
+
     def _resume_paused(self) -> None:
         while self._paused and self._buffered < self.limits.max_buffered_bytes:
             conn = self._paused.popleft()
@@ -621,7 +624,7 @@ class StoreServer:
     def _process(self, conn: _Conn) -> None:
         buf = conn.rbuf
         pos = 0
-        limit = self.limits.max_frame_size if conn.state == _READY else HANDSHAKE_FRAME_LIMIT
+        limit = self._frame_limit(conn)
         while not conn.closing and len(buf) - pos >= 4:
             size = U32.unpack_from(buf, pos)[0]
             if conn.held():
