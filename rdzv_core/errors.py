@@ -7,6 +7,8 @@ store failures into :class:`RendezvousConnectionError`.
 
 from __future__ import annotations
 
+import sys
+
 __all__ = [
     "PluginConflictError",
     "PluginLoadError",
@@ -72,6 +74,20 @@ class PluginLoadError(ImportError):
 
 class PluginConflictError(ValueError):
     """Two distributions declare the same store type name."""
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """Attach ``note`` (a hint for a person) to ``error``: ``BaseException.add_note`` where
+    Python has it (3.11+), else the same ``__notes__`` list it would fill, which
+    :func:`describe_error` and the ``rdzv`` command read on every Python."""
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+    else:
+        notes = getattr(error, "__notes__", None)
+        if not isinstance(notes, list):
+            notes = []
+            error.__notes__ = notes  # type: ignore[attr-defined]
+        notes.append(note)
 
 
 def describe_error(error: BaseException, max_causes: int = 3) -> str:

@@ -37,6 +37,7 @@ from .errors import (
     RendezvousConnectionError,
     RendezvousError,
     UnknownOptionWarning,
+    add_note,
 )
 from .events import EventKind, RendezvousEvent
 from .params import RendezvousParameters
@@ -230,7 +231,7 @@ class Registry:
         self._origin[name] = source
         self._owner[name] = plugin
 
-    def _record_broken(self, name: str, message: str, cause: Exception) -> None:
+    def _record_broken(self, name: str, message: str, cause: Exception | None) -> None:
         error = PluginLoadError(message)
         error.__cause__ = cause
         self._broken[name] = error
@@ -263,17 +264,18 @@ class Registry:
         error = ValueError(message)
         close = difflib.get_close_matches(name, names, n=1)
         if close:
-            error.add_note(f"Did you mean '{close[0]}'?")
+            add_note(error, f"Did you mean '{close[0]}'?")
         installed = bool(entry_points(group=ENTRY_POINT_GROUP, name=name))
         if name in KNOWN_DISTRIBUTIONS and not installed:
             dist = KNOWN_DISTRIBUTIONS[name]
-            error.add_note(f"Store type '{name}' is provided by {dist}: pip install {dist}")
+            add_note(error, f"Store type '{name}' is provided by {dist}: pip install {dist}")
         if os.environ.get("RDZV_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):
-            error.add_note("Plugin autoloading is off (RDZV_DISABLE_PLUGIN_AUTOLOAD is set).")
+            add_note(error, "Plugin autoloading is off (RDZV_DISABLE_PLUGIN_AUTOLOAD is set).")
         elif os.environ.get("RDZV_PLUGINS") is not None and installed:
-            error.add_note(
+            add_note(
+                error,
                 f"Store type '{name}' is installed but not in "
-                f"RDZV_PLUGINS={os.environ['RDZV_PLUGINS']}."
+                f"RDZV_PLUGINS={os.environ['RDZV_PLUGINS']}.",
             )
         return error
 
@@ -360,7 +362,7 @@ class Registry:
                 sources[0].distribution,
                 sources[0].version,
                 "broken",
-                f"{error} (cause: {error.__cause__!r})",
+                f"{error} (cause: {error.__cause__!r})" if error.__cause__ else str(error),
             )
         store_type = self._loaded[name]
         origin = self._origin.get(name)
