@@ -5,6 +5,7 @@ Everything public is re-exported here; submodules are implementation detail exce
 ``rdzv_core.hookspecs`` (the plugin contract) and ``rdzv_core.events``.
 """
 
+from ._version import __version__ as __version__
 from .backend import RendezvousBackend, StoreBackend, Token
 from .capability import Capability
 from .endpoint import is_local_host, parse_endpoint, parse_read_timeout
@@ -38,8 +39,6 @@ from .registry import (
 )
 from .store import PrefixStore, Store
 from .storetype import StoreType
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Capability",

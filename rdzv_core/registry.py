@@ -28,7 +28,9 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from ._version import __version__
 from .backend import StoreBackend
+from .compat import requirement_problem
 from .endpoint import parse_read_timeout
 from .errors import (
     CONNECTION_FAILED,
@@ -205,6 +207,13 @@ class Registry:
     def _load(self, name: str, source: _Source) -> None:
         where = f"store type '{name}' from {source.label()}"
         plugin: object = None
+        dist = source.entry_point.dist
+        problem = requirement_problem(
+            source.distribution, source.version, dist.requires if dist else None, __version__
+        )
+        if problem is not None:
+            self._record_broken(name, f"The plugin of {where} cannot run here: {problem}.", None)
+            return
         try:
             plugin = source.entry_point.load()
             self._pm.register(plugin, name=f"{ENTRY_POINT_GROUP}:{name}")

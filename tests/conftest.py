@@ -37,12 +37,17 @@ def install_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstallDist
     added: list[str] = []
 
     def install(
-        dist: str, version: str, entry_points: dict[str, str], modules: dict[str, str]
+        dist: str,
+        version: str,
+        entry_points: dict[str, str],
+        modules: dict[str, str],
+        requires: tuple[str, ...] = (),
     ) -> Path:
         folder = site / f"{dist.replace('-', '_')}-{version}.dist-info"
         folder.mkdir()
+        requirements = "".join(f"Requires-Dist: {r}\n" for r in requires)
         (folder / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
+            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n{requirements}"
         )
         lines = ["[rdzv]"] + [f"{k} = {v}" for k, v in entry_points.items()]
         (folder / "entry_points.txt").write_text("\n".join(lines) + "\n")
