@@ -8,10 +8,30 @@ from datetime import timedelta
 from types import TracebackType
 from typing import ClassVar
 
+from . import storekit
 from .capability import Capability
-from .storekit import Value, as_timeout, check_key, check_keys, check_multi_set
+from .deprecation import moved_names
 
 __all__ = ["PrefixStore", "Store"]
+
+# The store author's helpers lived here until 0.2.0 (rdzv_core.storekit since).
+__getattr__, __deprecated__ = moved_names(
+    __name__,
+    "rdzv_core.storekit",
+    [
+        "Value",
+        "add_to_value",
+        "as_timeout",
+        "check_key",
+        "check_keys",
+        "check_multi_set",
+        "timeout_error",
+        "to_bytes",
+    ],
+    "rdzv-core",
+    since="0.2.0",
+    removal="0.4.0",
+)
 
 
 class Store(ABC):
@@ -29,7 +49,7 @@ class Store(ABC):
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
 
     def __init__(self, timeout: timedelta) -> None:
-        self._timeout = as_timeout(timeout, timeout)
+        self._timeout = storekit.as_timeout(timeout, timeout)
 
     @property
     def timeout(self) -> timedelta:
@@ -38,7 +58,7 @@ class Store(ABC):
 
     @timeout.setter
     def timeout(self, value: timedelta | float) -> None:
-        self._timeout = as_timeout(value, self._timeout)
+        self._timeout = storekit.as_timeout(value, self._timeout)
 
     def set_timeout(self, timeout: timedelta | float) -> None:
         """Change :attr:`timeout` (torch's spelling)."""
@@ -52,7 +72,7 @@ class Store(ABC):
         return False
 
     @abstractmethod
-    def set(self, key: str, value: Value) -> None:
+    def set(self, key: str, value: storekit.Value) -> None:
         """Store ``value`` under ``key``, replacing any previous value."""
 
     @abstractmethod
@@ -64,7 +84,7 @@ class Store(ABC):
         """Add ``amount`` to the decimal counter at ``key`` (absent = 0); return the new value."""
 
     @abstractmethod
-    def compare_set(self, key: str, expected: Value, desired: Value) -> bytes:
+    def compare_set(self, key: str, expected: storekit.Value, desired: storekit.Value) -> bytes:
         """Set ``key`` to ``desired`` if its value is ``expected``; return the value now there.
 
         Absent key: with ``expected == ""`` sets ``desired`` and returns it; otherwise sets
@@ -90,14 +110,14 @@ class Store(ABC):
 
     def multi_get(self, keys: Sequence[str]) -> list[bytes]:
         """The values of ``keys`` in order, waiting up to :attr:`timeout` for all of them."""
-        keys = check_keys(keys)
+        keys = storekit.check_keys(keys)
         if keys:
             self.wait(keys)
         return [self.get(k) for k in keys]
 
-    def multi_set(self, keys: Sequence[str], values: Sequence[Value]) -> None:
+    def multi_set(self, keys: Sequence[str], values: Sequence[storekit.Value]) -> None:
         """Set every key to its value; the lists must have the same length."""
-        keys, values = check_multi_set(keys, values)
+        keys, values = storekit.check_multi_set(keys, values)
         for k, v in zip(keys, values):
             self.set(k, v)
 
@@ -140,12 +160,12 @@ class PrefixStore(Store):
         return self.underlying_store.is_host
 
     def _k(self, key: str) -> str:
-        return f"{self.prefix}/{check_key(key)}"
+        return f"{self.prefix}/{storekit.check_key(key)}"
 
     def _ks(self, keys: Sequence[str]) -> list[str]:
-        return [self._k(k) for k in check_keys(keys)]
+        return [self._k(k) for k in storekit.check_keys(keys)]
 
-    def set(self, key: str, value: Value) -> None:
+    def set(self, key: str, value: storekit.Value) -> None:
         self.underlying_store.set(self._k(key), value)
 
     def get(self, key: str) -> bytes:
@@ -154,7 +174,7 @@ class PrefixStore(Store):
     def add(self, key: str, amount: int) -> int:
         return self.underlying_store.add(self._k(key), amount)
 
-    def compare_set(self, key: str, expected: Value, desired: Value) -> bytes:
+    def compare_set(self, key: str, expected: storekit.Value, desired: storekit.Value) -> bytes:
         return self.underlying_store.compare_set(self._k(key), expected, desired)
 
     def wait(self, keys: Sequence[str], timeout: timedelta | float | None = None) -> None:
@@ -172,5 +192,5 @@ class PrefixStore(Store):
     def multi_get(self, keys: Sequence[str]) -> list[bytes]:
         return self.underlying_store.multi_get(self._ks(keys))
 
-    def multi_set(self, keys: Sequence[str], values: Sequence[Value]) -> None:
+    def multi_set(self, keys: Sequence[str], values: Sequence[storekit.Value]) -> None:
         self.underlying_store.multi_set(self._ks(keys), values)

@@ -8,10 +8,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rdzv_core.deprecation import Deprecated
+
 #: The port used when an endpoint names none (read at call time, so it can be patched).
 DEFAULT_PORT = 29400
 #: The largest frame a server accepts unless told otherwise (64 MiB).
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
+
+#: TCPStore's and StoreServer's ``max_frame_size`` keyword (until 0.2.0).
+MAX_FRAME_SIZE_KEYWORD = Deprecated(
+    "The max_frame_size keyword of rdzv_plugin_tcp.TCPStore and StoreServer",
+    "pass limits=ServerLimits(max_frame_size=...) instead",
+    "rdzv-plugin-tcp",
+    since="0.2.0",
+    removal="0.4.0",
+)
+__deprecated__ = (MAX_FRAME_SIZE_KEYWORD,)
 
 if TYPE_CHECKING:
     from .auth import AuthenticationError

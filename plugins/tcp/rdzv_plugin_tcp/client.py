@@ -29,7 +29,7 @@ from rdzv_core.storekit import (
 
 from . import DEFAULT_MAX_FRAME_SIZE
 from .auth import AuthenticationError, answer, as_token
-from .limits import ServerLimits
+from .limits import ServerLimits, with_max_frame_size
 from .protocol import (
     ADD,
     ALIVE,
@@ -348,8 +348,11 @@ class TCPStore(Store):
         auth_token: str | bytes | None = None,
         bind_host: str | None = None,
         limits: ServerLimits | None = None,
+        max_frame_size: int | None = None,
     ) -> None:
         super().__init__(timeout)
+        if max_frame_size is not None:
+            limits = with_max_frame_size(limits, max_frame_size, "TCPStore")
         if not 0 <= port <= 65535:
             raise ValueError(f"The port must be between 0 and 65535, got {port}.")
         if not is_master and port == 0:

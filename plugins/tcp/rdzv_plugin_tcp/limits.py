@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from . import DEFAULT_MAX_FRAME_SIZE
+from . import DEFAULT_MAX_FRAME_SIZE, MAX_FRAME_SIZE_KEYWORD
 
 __all__ = ["ServerLimits"]
 
@@ -48,3 +48,17 @@ class ServerLimits:
             value = getattr(self, name)
             if not 0 < value <= 86400:
                 raise ValueError(f"{name} must be between 0 and 86400 seconds, got {value}.")
+
+
+def with_max_frame_size(
+    limits: ServerLimits | None, max_frame_size: int, caller: str
+) -> ServerLimits:
+    """``limits`` with the frame limit given through the deprecated ``max_frame_size``
+    keyword of ``caller`` (warns; giving ``limits`` as well is a TypeError)."""
+    if limits is not None:
+        raise TypeError(
+            f"{caller}() takes max_frame_size or limits, not both: "
+            "put the frame limit in limits=ServerLimits(max_frame_size=...)."
+        )
+    MAX_FRAME_SIZE_KEYWORD.warn(stacklevel=4)
+    return replace(ServerLimits(), max_frame_size=max_frame_size)

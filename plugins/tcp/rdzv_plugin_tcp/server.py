@@ -26,7 +26,7 @@ from rdzv_core import StoreConnectionError, StoreError
 from rdzv_core.storekit import add_to_value, compare_set_outcome, resolver_host
 
 from .auth import verify
-from .limits import ServerLimits
+from .limits import ServerLimits, with_max_frame_size
 from .protocol import (
     ADD,
     ALIVE,
@@ -265,7 +265,10 @@ class StoreServer:
         auth_token: bytes | None = None,
         limits: ServerLimits | None = None,
         backlog: int = 4096,
+        max_frame_size: int | None = None,
     ) -> None:
+        if max_frame_size is not None:
+            limits = with_max_frame_size(limits, max_frame_size, "StoreServer")
         self.limits = limits or ServerLimits()
         try:
             self._listener = _listen(host, port, backlog)
