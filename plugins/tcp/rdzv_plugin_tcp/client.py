@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import itertools
 import logging
 import select
@@ -37,6 +38,7 @@ from .protocol import (
     CHECK,
     DELETE,
     FAILED,
+    FIRST_RELEASE,
     GET,
     I64,
     MAGIC,
@@ -58,6 +60,7 @@ from .protocol import (
     Reader,
     field,
     fields,
+    refused_versions,
 )
 from .server import StoreServer, acquire_server, release_server
 
@@ -118,6 +121,29 @@ _SET, _GET, _ADD, _CAS, _WAIT, _CHECK, _DELETE, _NUM_KEYS, _MULTI_GET, _MULTI_SE
 )
 
 
+def version_mismatch(where: str, server_version: int) -> str:
+    """One line for a server that speaks another protocol version: both versions, and
+    which side to upgrade."""
+    try:
+        mine = f"rdzv-plugin-tcp {importlib.metadata.version('rdzv-plugin-tcp')}"
+    except importlib.metadata.PackageNotFoundError:
+        mine = "rdzv-plugin-tcp"
+    if server_version < VERSION:
+        advice = (
+            "upgrade rdzv-plugin-tcp where the server runs (rdzv serve or the hosting node) "
+            f"to {FIRST_RELEASE[VERSION]} or later"
+        )
+    else:
+        first = FIRST_RELEASE.get(server_version)
+        advice = "upgrade rdzv-plugin-tcp on this client" + (
+            f" to {first} or later" if first else ""
+        )
+    return (
+        f"The TCP store at {where} speaks protocol version {server_version} and this client "
+        f"({mine}) speaks version {VERSION}: {advice}."
+    )
+
+
 def _timeval(seconds: float) -> bytes:
     """A struct timeval for SO_RCVTIMEO / SO_SNDTIMEO (at least 1 ms: zero means never)."""
     whole = int(seconds)
@@ -146,6 +172,10 @@ def _timing_of(timeout: timedelta) -> tuple[timedelta, float, bytes]:
 
 class _Restarted(StoreConnectionError):
     """A different server instance answers where the store's server was."""
+
+
+class _OtherVersion(StoreConnectionError):
+    """The server speaks another protocol version: retrying cannot help."""
 
 
 class _Silent(Exception):
@@ -455,7 +485,7 @@ class TCPStore(Store):
                 try:
                     self._handshake(link, max(1.0, min(remaining, 10.0)))
                     return link
-                except (AuthenticationError, _Restarted):
+                except (AuthenticationError, _Restarted, _OtherVersion):
                     link.close()
                     raise
                 except (OSError, StoreConnectionError, _Silent) as e:
@@ -502,9 +532,12 @@ class TCPStore(Store):
         link.send(MAGIC + bytes([VERSION]), timeout)
         hello = link.receive_by(deadline)
         if hello[:1] == bytes([FAILED]):
+            reason = hello[1:].decode(errors="replace")
+            versions = refused_versions(reason)
+            if versions is not None:
+                raise _OtherVersion(version_mismatch(link.where, versions[1]))
             raise StoreConnectionError(
-                f"The TCP store at {link.where} refused the connection: "
-                f"{hello[1:].decode(errors='replace')}"
+                f"The TCP store at {link.where} refused the connection: {reason}"
             )
         head = 6 + SERVER_ID_SIZE + 4
         if len(hello) < head or hello[:4] != MAGIC or hello[4] != VERSION:

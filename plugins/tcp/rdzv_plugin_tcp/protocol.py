@@ -6,11 +6,18 @@ values inside a frame are ``u32 length + bytes``; integers are big-endian.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Sequence
 
 MAGIC = b"RDZV"
+#: The protocol version this client speaks.
 VERSION = 2
+#: The client versions this server accepts; any other is refused with
+#: :func:`version_refusal`'s message.
+ACCEPTED_VERSIONS = frozenset({2})
+#: The first rdzv-plugin-tcp release that speaks each protocol version.
+FIRST_RELEASE = {1: "0.1.0", 2: "0.2.0"}
 AUTH_CONTEXT = b"rdzv-tcp-auth-v1"
 NONCE_SIZE = 32
 SERVER_ID_SIZE = 16
@@ -55,6 +62,36 @@ def field(data: bytes) -> bytes:
 def fields(items: Sequence[bytes]) -> bytes:
     """A count followed by that many fields."""
     return U32.pack(len(items)) + b"".join(U32.pack(len(i)) + i for i in items)
+
+
+_REFUSAL = re.compile(r"unsupported protocol version (\d+); this server speaks (\d+)")
+
+
+def version_refusal(client_version: int) -> str:
+    """The server's refusal of a client speaking ``client_version``. It starts with the
+    words every release's server has used (``unsupported protocol version X; this server
+    speaks Y``, which :func:`refused_versions` reads back) and says what to upgrade, for a
+    client too old to explain it itself."""
+    newest = max(ACCEPTED_VERSIONS)
+    if client_version < min(ACCEPTED_VERSIONS):
+        advice = f"upgrade rdzv-plugin-tcp on the client to {FIRST_RELEASE[newest]} or later"
+    else:
+        advice = (
+            "upgrade rdzv-plugin-tcp where this server runs (rdzv serve or the hosting node) "
+            f"to a release that speaks version {client_version}"
+        )
+    accepted = ", ".join(str(v) for v in sorted(ACCEPTED_VERSIONS))
+    return (
+        f"unsupported protocol version {client_version}; this server speaks {newest} "
+        f"(accepts {accepted}): {advice}"
+    )
+
+
+def refused_versions(message: str) -> tuple[int, int] | None:
+    """``(client version, server version)`` when ``message`` is a server's refusal of the
+    client's protocol version (from any release), else None."""
+    match = _REFUSAL.match(message)
+    return (int(match[1]), int(match[2])) if match else None
 
 
 def hello_reply(server_id: bytes, max_frame_size: int, nonce: bytes | None) -> bytes:

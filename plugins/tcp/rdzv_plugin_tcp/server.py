@@ -28,6 +28,7 @@ from rdzv_core.storekit import add_to_value, compare_set_outcome, resolver_host
 from .auth import verify
 from .limits import ServerLimits, with_max_frame_size
 from .protocol import (
+    ACCEPTED_VERSIONS,
     ADD,
     ALIVE,
     CAS,
@@ -50,13 +51,13 @@ from .protocol import (
     U32,
     U64,
     VALUE_ERROR,
-    VERSION,
     WAIT,
     ProtocolError,
     Reader,
     hello_reply,
     key_and_int,
     key_and_rest,
+    version_refusal,
 )
 
 __all__ = ["StoreServer", "acquire_server", "release_server"]
@@ -790,10 +791,8 @@ class StoreServer:
                     f"the server is at its connection limit ({self.limits.max_connections} "
                     "clients); try again later or raise max_connections",
                 )
-            elif payload[4] != VERSION:
-                self._refuse(
-                    conn, f"unsupported protocol version {payload[4]}; this server speaks {VERSION}"
-                )
+            elif payload[4] not in ACCEPTED_VERSIONS:
+                self._refuse(conn, version_refusal(payload[4]))
             elif self._token is None:
                 conn.state = _READY
                 self._send(conn, [hello_reply(self.server_id, self.max_frame_size, None)])
