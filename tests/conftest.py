@@ -11,6 +11,9 @@ import pytest
 
 import rdzv_core
 
+#: A plugin distribution used as test data (tests/test_compat_010.py installs and runs it).
+collect_ignore = ["compat"]
+
 
 @pytest.fixture(autouse=True)
 def no_autoload(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
