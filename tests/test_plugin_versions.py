@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,25 @@ def test_the_range_check_agrees_with_packaging(core: str, clauses: list[str]) ->
 )
 def test_requirement_lines(line: str, core: str, ok: bool) -> None:
     assert (requirement_problem("d", "1", [line], core) is None) is ok
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_distribution_shares_one_version_and_requires_its_core_minor() -> None:
+    """VERSIONING.md: released together under one number, each plugin requiring the core
+    minor release it was tested with."""
+    major, minor = (int(p) for p in CORE.split(".")[:2])
+    projects = sorted(ROOT.glob("*/*/pyproject.toml"))
+    assert len(projects) == 5, projects  # four plugins and rdzv-torch
+    for pyproject in projects:
+        text = pyproject.read_text()
+        (version,) = re.findall(r'^version = "([^"]+)"', text, re.M)
+        assert version == CORE, f"{pyproject}: version {version}, rdzv-core is {CORE}"
+        (requirement,) = re.findall(r'"(rdzv-core[<>=,.0-9]+)"', text)
+        assert requirement == f"rdzv-core>={major}.{minor},<{major}.{minor + 1}", pyproject
+
+
+def test_the_changelog_has_a_section_for_this_release() -> None:
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert f"## [{CORE}]" in changelog and "## [Unreleased]" in changelog
