@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rdzv_core import RendezvousConnectionError, StoreConnectionError, describe_error
+from rdzv_core.errors import add_note
 
 
 def test_message_useful_causes_and_hints_each_on_a_line() -> None:
@@ -14,7 +15,7 @@ def test_message_useful_causes_and_hints_each_on_a_line() -> None:
                 raise StoreConnectionError(f"Could not connect: {e}") from e
         except StoreConnectionError as e:
             error = RendezvousConnectionError("The connection failed.")
-            error.add_note("pip install something")
+            add_note(error, "pip install something")
             raise error from e
     except RendezvousConnectionError as e:
         text = describe_error(e)

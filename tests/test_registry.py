@@ -97,9 +97,14 @@ def test_unreachable_store_is_connection_error(install_dist: InstallDist) -> Non
     assert isinstance(info.value.__cause__, ConnectionRefusedError)
 
 
-def test_unknown_store_type_message_and_notes(install_dist: InstallDist) -> None:
+def test_unknown_store_type_message_and_notes(
+    install_dist: InstallDist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_dist("rdzv-plugin-etcd", "0.1", {"etcd": "fake_etcd"}, {"fake_etcd": good("etcd")})
     install_dist("rdzv-plugin-file", "0.1", {"file": "fake_file"}, {"fake_file": good("file")})
     install_dist("rdzv-plugin-tcp", "0.1", {"tcp": "fake_tcp"}, {"fake_tcp": good("tcp")})
+    monkeypatch.setenv("RDZV_PLUGINS", "file,tcp")  # etcd is installed, and left out
+    rdzv_core.refresh()
     with pytest.raises(ValueError) as info:
         rdzv_core.create_backend(params("tpc"))
     assert str(info.value) == "Invalid store type given. Currently only supports file and tcp."
@@ -107,8 +112,7 @@ def test_unknown_store_type_message_and_notes(install_dist: InstallDist) -> None
     with pytest.raises(ValueError) as info:
         rdzv_core.create_backend(params("etcd"))
     assert str(info.value) == "Invalid store type given. Currently only supports file and tcp."
-    # This environment has rdzv-plugin-etcd; the fixture's RDZV_PLUGINS leaves it out. (The
-    # pip hint for a store type that is not installed: tools/check_dist.py's fresh venv.)
+    # (The pip hint for a store type that is not installed: tools/check_dist.py's fresh venv.)
     assert info.value.__notes__ == [
         "Store type 'etcd' is installed but not in RDZV_PLUGINS=file,tcp."
     ]
