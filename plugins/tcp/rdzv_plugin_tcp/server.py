@@ -10,7 +10,6 @@ rate-limited log line. Replies reference stored values instead of copying them.
 from __future__ import annotations
 
 import errno
-import heapq
 import itertools
 import logging
 import os
@@ -23,9 +22,10 @@ from collections import deque
 from typing import Any
 
 from rdzv_core import StoreConnectionError, StoreError
-from rdzv_core.storekit import add_to_value, compare_set_outcome, resolver_host
+from rdzv_core.storekit import resolver_host
 
 from .auth import verify
+from .keyspace import Keyspace, Waiter
 from .limits import ServerLimits, with_max_frame_size
 from .protocol import (
     ACCEPTED_VERSIONS,
@@ -146,17 +146,6 @@ class _LogLimiter:
         self._roll(connected_now, force)
 
 
-class _Waiter:
-    __slots__ = ("conn", "done", "keys", "on", "op")
-
-    def __init__(self, conn: _Conn | _Local, op: int, keys: list[bytes]) -> None:
-        self.conn: _Conn | _Local | None = conn
-        self.op = op
-        self.keys = keys
-        self.done = False
-        self.on: bytes | None = None
-
-
 class _Conn:
     __slots__ = (
         "accepted",
@@ -185,7 +174,7 @@ class _Conn:
         self.out_size = 0
         self.state = _HELLO
         self.nonce = b""
-        self.waiter: _Waiter | None = None
+        self.waiter: Waiter | None = None
         self.fd = sock.fileno()
         self.events = _IN
         self.closing = False
@@ -208,7 +197,7 @@ class _Local:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.reply: bytes | None = None
-        self.waiter: _Waiter | None = None
+        self.waiter: Waiter | None = None
 
 
 def _listen(host: str | None, port: int, backlog: int) -> socket.socket:
@@ -289,11 +278,7 @@ class StoreServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._data: dict[bytes, bytes] = {}
-        self._waiters: dict[bytes, dict[_Waiter, None]] = {}
-        self._timers: list[tuple[float, int, _Waiter]] = []
-        self._dead_timers = 0
-        self._seq = itertools.count()
+        self._keys = Keyspace(self._woken)
         self._conns: set[_Conn] = set()
         self._by_fd: dict[int, _Conn] = {}
         self._refusing = 0
@@ -381,8 +366,9 @@ class StoreServer:
         while not self._stopping:
             now = time.monotonic()
             due = self._next_tick
-            if self._timers:
-                due = min(due, self._timers[0][0])
+            deadline = self._keys.next_deadline()
+            if deadline is not None:
+                due = min(due, deadline)
             if not self._accepting:
                 due = min(due, self._accept_resume)
             for fd, mask in poll(max(0.0, min(due - now, _TICK))):
@@ -400,7 +386,8 @@ class StoreServer:
                 if mask & _IN and conn.events & _IN and by_fd.get(fd) is conn:
                     self._read(conn)
             now = time.monotonic()
-            if self._timers and self._timers[0][0] <= now:
+            deadline = self._keys.next_deadline()
+            if deadline is not None and deadline <= now:
                 self._expire(now)
             if not self._accepting and now >= self._accept_resume:
                 self._accepting = True
@@ -427,11 +414,9 @@ class StoreServer:
     def _close_all(self) -> None:
         with self._lock:
             self._stopping = True
-            for waiters in self._waiters.values():
-                for waiter in waiters:
-                    if isinstance(waiter.conn, _Local) and not waiter.done:
-                        waiter.done = True
-                        waiter.conn.event.set()
+            for waiter in self._keys.waiting():
+                if isinstance(waiter.owner, _Local):
+                    waiter.owner.event.set()  # it sees the server stopping
         self._logs.tick(len(self._conns), force=True)
         for conn in list(self._conns):
             self._close(conn, None, quiet=True)
@@ -462,10 +447,8 @@ class StoreServer:
             elif conn.frame_started and now - conn.frame_started > limits.frame_timeout:
                 self._close(conn, f"a frame took longer than {limits.frame_timeout:g} s")
         self._logs.tick(len(self._conns))
-        if self._dead_timers > 1024 and self._dead_timers * 2 > len(self._timers):
-            self._timers = [t for t in self._timers if not t[2].done]
-            heapq.heapify(self._timers)
-            self._dead_timers = 0
+        with self._lock:
+            self._keys.tidy()
 
     # -- connections -----------------------------------------------------------------------
 
@@ -526,7 +509,7 @@ class StoreServer:
             self._refusing -= 1
         if conn.waiter is not None:
             with self._lock:
-                self._drop_waiter(conn.waiter)
+                self._keys.cancel(conn.waiter)
             conn.waiter = None
         self._by_fd.pop(conn.fd, None)
         if conn.events:
@@ -814,27 +797,24 @@ class StoreServer:
         if not payload:
             raise ProtocolError("empty request")
         op = payload[0]
-        data = self._data
+        keys = self._keys
         if op == GET:
             key, timeout_ms = key_and_int(payload, U64)
-            value = data.get(key)
+            value = keys.get(key)
             if value is not None:
                 return [b"\x00", value]
             self._park(conn, GET, [key], timeout_ms)
             return None
         if op == SET:
             key, value = key_and_rest(payload)
-            data[key] = value
-            self._notify(key)
+            keys.set(key, value)
             return [b"\x00"]
         if op == ADD:
             key, amount = key_and_int(payload, I64)
             try:
-                result = add_to_value(key, data.get(key), amount)
+                result = keys.add(key, amount)
             except ValueError as e:
                 return [bytes([VALUE_ERROR]) + str(e).encode()]
-            data[key] = str(result).encode()
-            self._notify(key)
             return [b"\x00" + I64.pack(result)]
         r = Reader(payload, 1)
         if op == CAS:
@@ -842,39 +822,33 @@ class StoreServer:
             expected = r.field()
             desired = r.field()
             r.end()
-            write, returned = compare_set_outcome(data.get(key), expected, desired)
-            if write is not None:
-                data[key] = write
-                self._notify(key)
-            return [b"\x00", returned]
+            return [b"\x00", keys.compare_set(key, expected, desired)]
         if op in (WAIT, MULTI_GET):
-            keys = r.fields()
+            wanted = r.fields()
             timeout_ms = r.u64()
             r.end()
-            if all(k in data for k in keys):
-                return self._answer(op, keys)
-            self._park(conn, op, keys, timeout_ms)
+            if keys.has_all(wanted):
+                return self._answer(op, wanted)
+            self._park(conn, op, wanted, timeout_ms)
             return None
         if op == CHECK:
-            keys = r.fields()
+            wanted = r.fields()
             r.end()
-            return [b"\x00" + (b"\x01" if all(k in data for k in keys) else b"\x00")]
+            return [b"\x00" + (b"\x01" if keys.has_all(wanted) else b"\x00")]
         if op == DELETE:
             key = r.field()
             r.end()
-            return [b"\x00" + (b"\x01" if data.pop(key, None) is not None else b"\x00")]
+            return [b"\x00" + (b"\x01" if keys.delete(key) else b"\x00")]
         if op == NUM_KEYS:
             r.end()
-            return [b"\x00" + U64.pack(len(data))]
+            return [b"\x00" + U64.pack(len(keys))]
         if op == MULTI_SET:
-            keys = r.fields()
+            names = r.fields()
             values = r.fields()
             r.end()
-            if len(keys) != len(values):
-                raise ProtocolError(f"multi_set with {len(keys)} keys but {len(values)} values")
-            data.update(zip(keys, values))
-            for key in keys:
-                self._notify(key)
+            if len(names) != len(values):
+                raise ProtocolError(f"multi_set with {len(names)} keys but {len(values)} values")
+            keys.multi_set(names, values)
             return [b"\x00"]
         if op == PING:
             r.end()
@@ -884,9 +858,9 @@ class StoreServer:
     def _answer(self, op: int, keys: list[bytes]) -> list[bytes]:
         """The reply to a wait, get or multi_get whose keys are all present."""
         if op == GET:
-            return [b"\x00", self._data[keys[0]]]
+            return [b"\x00", *self._keys.values(keys)]
         if op == MULTI_GET:
-            values = [self._data[k] for k in keys]
+            values = self._keys.values(keys)
             size = 5 + sum(4 + len(v) for v in values)
             if size > self.limits.max_frame_size:
                 message = (
@@ -930,7 +904,7 @@ class StoreServer:
             if local.reply is None:
                 waiter = local.waiter
                 if waiter is not None and not waiter.done:
-                    self._drop_waiter(waiter)
+                    self._keys.cancel(waiter)
                 if self._stopping:
                     raise self._stopped_error()
                 return bytes([TIMEOUT])
@@ -946,66 +920,25 @@ class StoreServer:
     # -- parked reads ----------------------------------------------------------------------
 
     def _park(self, conn: _Conn | _Local, op: int, keys: list[bytes], timeout_ms: int) -> None:
-        waiter = conn.waiter = _Waiter(conn, op, keys)
-        self._watch(waiter)
-        if isinstance(conn, _Conn):  # a local caller times itself out
+        # A local caller times itself out (call_local); a connection's read expires here.
+        deadline = None
+        if isinstance(conn, _Conn):
             deadline = time.monotonic() + min(timeout_ms / 1000, MAX_WAIT_SECONDS)
-            heapq.heappush(self._timers, (deadline, next(self._seq), waiter))
+        conn.waiter = self._keys.park(conn, op, keys, deadline)
 
-    def _watch(self, waiter: _Waiter) -> bool:
-        """Park ``waiter`` on its first missing key; False if none is missing."""
-        for key in waiter.keys:
-            if key not in self._data:
-                waiter.on = key
-                self._waiters.setdefault(key, {})[waiter] = None
-                return True
-        return False
-
-    def _notify(self, key: bytes) -> None:
-        waiters = self._waiters.pop(key, None)
-        if not waiters:
-            return
-        in_loop = threading.get_ident() == self._loop_thread
-        for waiter in waiters:
-            if waiter.done or (len(waiter.keys) > 1 and self._watch(waiter)):
-                continue  # (a waiter on one key was parked on this one, now set)
-            waiter.done = True
-            self._dead_timers += 1
-            conn = waiter.conn
-            assert conn is not None
-            if in_loop or isinstance(conn, _Local):
-                conn.waiter = None
-            # else the loop thread unparks the connection when it sends the reply, so the
-            # connection's later requests cannot overtake it
-            self._out(conn, self._answer(waiter.op, waiter.keys))
-            waiter.keys, waiter.conn, waiter.on = [], None, None  # its timer is a tombstone
-
-    def _drop_waiter(self, waiter: _Waiter) -> None:
-        """Forget ``waiter`` now; its timer entry stays behind as a tiny tombstone."""
-        if not waiter.done:
-            waiter.done = True
-            self._dead_timers += 1
-        if waiter.on is not None:
-            parked = self._waiters.get(waiter.on)
-            if parked is not None:
-                parked.pop(waiter, None)
-                if not parked:
-                    del self._waiters[waiter.on]
-        waiter.keys = []
-        waiter.on = None
-        waiter.conn = None
+    def _woken(self, waiter: Waiter) -> None:
+        """Answer a parked read whose keys are all set now (called by the keyspace)."""
+        conn = waiter.owner
+        assert isinstance(conn, (_Conn, _Local))
+        if isinstance(conn, _Local) or threading.get_ident() == self._loop_thread:
+            conn.waiter = None
+        # else the loop thread unparks the connection when it sends the reply, so the
+        # connection's later requests cannot overtake it
+        self._out(conn, self._answer(waiter.op, waiter.keys))
 
     def _expire(self, now: float) -> None:
-        timers = self._timers
         with self._lock:
-            while timers and timers[0][0] <= now:
-                waiter = heapq.heappop(timers)[2]
-                if waiter.done:
-                    self._dead_timers = max(0, self._dead_timers - 1)
-                    continue
-                conn = waiter.conn
-                self._drop_waiter(waiter)
-                self._dead_timers = max(0, self._dead_timers - 1)
+            for conn, _ in self._keys.expire(now):
                 if isinstance(conn, _Conn) and conn in self._conns:
                     conn.waiter = None
                     self._send(conn, [bytes([TIMEOUT])])
