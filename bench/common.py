@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 CPUS = sorted(os.sched_getaffinity(0))
 SERVER_CPU = {CPUS[0]}
@@ -56,6 +57,25 @@ def cpu_seconds(*pids: int) -> float:
             fields = f.read().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def busy_cores(per_core: int = 2) -> Iterator[None]:
+    """The cores kept busy while the block runs, as on a training node: ``per_core``
+    CPU-bound processes pinned to each core (data loaders, the ranks' Python threads)."""
+    procs = []
+    for i in range(per_core * len(CPUS)):
+        proc = subprocess.Popen([sys.executable, "-c", "while True:\n    pass"])
+        os.sched_setaffinity(proc.pid, {CPUS[i % len(CPUS)]})
+        procs.append(proc)
+    time.sleep(0.5)  # let them start spinning
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
 
 
 def time_op(op: Callable[[], object], count: int) -> list[float]:

@@ -1,8 +1,11 @@
 """tcp store latency and throughput, side by side with torch's C++ TCPStore (and Redis).
 
 Servers run in their own process pinned to one core, the client on the other; the stores
-are interleaved op by op over several rounds and medians are quoted. The "hosted" rows put
-the server in the client's own process (is_master=True), the host node's case.
+are interleaved op by op over several rounds and medians are quoted. Every latency is
+measured twice: on quiet cores, and with the cores busy (two CPU-bound processes pinned to
+each core, as a training node's data loaders keep them), and the client's CPU time per
+operation is quoted next to torch's client's. The "hosted" rows put the server in the
+client's own process (is_master=True), the host node's case.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from common import CLIENT_CPU, free_port, median, spawn, table, time_op, wait_port
+from common import (
+    CLIENT_CPU,
+    busy_cores,
+    free_port,
+    median,
+    spawn,
+    table,
+    time_op,
+    wait_port,
+)
 
 OURS_SERVER = """
 import os, sys, time
@@ -91,13 +103,24 @@ def operations(store: Any) -> dict[str, Callable[[], object]]:
 
 
 def latency(stores: dict[str, Any], rounds: int, count: int) -> dict[tuple[str, str], float]:
+    return measure(stores, rounds, count)[0]
+
+
+def measure(
+    stores: dict[str, Any], rounds: int, count: int
+) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
+    """Median latency (µs) and this process's CPU time per operation (µs), by (store, op)."""
     ops = {name: operations(store) for name, store in stores.items()}
     samples: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], float] = {}
     for _ in range(rounds):
         for op in OPS:
             for name in stores:  # interleave: every store runs each op in every round
+                began = time.process_time()
                 samples.setdefault((name, op), []).extend(time_op(ops[name][op], count))
-    return {key: median(values) for key, values in samples.items()}
+                spent = (time.process_time() - began) * 1e6 / count
+                cpu[(name, op)] = cpu.get((name, op), 0.0) + spent / rounds
+    return {key: median(values) for key, values in samples.items()}, cpu
 
 
 def add_throughput(make_client: Callable[[], Any], threads: int, per_thread: int) -> float:
@@ -167,7 +190,10 @@ def main() -> str:
         stores: dict[str, Any] = {"rdzv": ours_client(ours_port), "torch": torch_client(torch_port)}
         if redis is not None:
             stores["redis"] = RedisAdapter(redis[1])
-        remote = latency(stores, args.rounds, args.count)
+        remote, remote_cpu = measure(stores, args.rounds, args.count)
+        pair = {name: stores[name] for name in ("rdzv", "torch")}
+        with busy_cores():
+            busy, busy_cpu = measure(pair, args.rounds, args.count // 4)
         makers = {
             "rdzv": lambda: ours_client(ours_port),
             "torch": lambda: torch_client(torch_port),
@@ -212,6 +238,36 @@ def main() -> str:
     )
     out.append("### tcp store: median latency per operation (server on another core)\n")
     out.append(table(header, rows))
+    load_rows = []
+    for op in OPS:
+        load_rows.append(
+            [
+                op,
+                f"{remote[('rdzv', op)]:.0f} / {remote[('torch', op)]:.0f}",
+                f"{remote[('rdzv', op)] / remote[('torch', op)]:.2f}",
+                f"{busy[('rdzv', op)]:.0f} / {busy[('torch', op)]:.0f}",
+                f"{busy[('rdzv', op)] / busy[('torch', op)]:.2f}",
+                f"{remote_cpu[('rdzv', op)]:.0f} / {remote_cpu[('torch', op)]:.0f}",
+                f"{busy_cpu[('rdzv', op)]:.0f} / {busy_cpu[('torch', op)]:.0f}",
+            ]
+        )
+    out.append(
+        "\n### tcp store: quiet and busy cores (2 CPU-bound processes per core), rdzv / torch\n"
+    )
+    out.append(
+        table(
+            [
+                "op",
+                "quiet µs",
+                "quiet ratio",
+                "busy µs",
+                "busy ratio",
+                "client CPU µs/op quiet",
+                "client CPU µs/op busy",
+            ],
+            load_rows,
+        )
+    )
     out.append(
         "\n### tcp store: add throughput, 8 client threads (one client each), median of rounds\n"
     )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import importlib.metadata
-import itertools
 import logging
 import select
 import socket
@@ -13,7 +11,6 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
 from rdzv_core import Store, StoreConnectionError, StoreError
 from rdzv_core.storekit import (
@@ -71,40 +68,16 @@ log = logging.getLogger(__name__)
 #: Fewest seconds a request may go unanswered before its link counts as dead.
 MIN_LIVENESS = 1.0
 _MAX_RETRY_DELAY = 0.5
-#: How long a lone request busy-polls for its reply before sleeping (seconds).
+#: How long a request may busy-poll for its reply before sleeping (seconds).
 SPIN_SECONDS = 0.0002
+#: After a spin that saw no reply, this many requests skip spinning, doubling with each
+#: wasted spin up to this (and halving with each spin that caught its reply).
+MAX_SPIN_SKIP = 4096
 #: A store keeps one idle link; extra links (left by concurrent calls) close once they
 #: have gone unused this long (seconds), so a burst does not pin descriptors on the server.
 SPARE_LINK_SECONDS = 30.0
 
-# Requests in flight in this process (started minus finished; each count is GIL-atomic).
-_started = itertools.count()
-_finishing = itertools.count(1)
-_finished = 0
-
-
-def _libc_send() -> Any:
-    """libc's send(2), called *without* releasing the interpreter lock (``ctypes.PyDLL``),
-    or None where there is no such symbol.
-
-    A request is sent with ``MSG_DONTWAIT``, so the call never blocks: it copies the frame
-    into the socket buffer and returns. Python's own ``socket.send`` releases and retakes
-    the interpreter lock around that copy; with hundreds of client threads in one process,
-    retaking it means queueing behind them, which doubled the cost of each request.
-    """
-    try:
-        send = ctypes.PyDLL(None).send
-    except (OSError, AttributeError):
-        return None
-    # No argtypes: ctypes' per-argument converters cost more than the call itself. The
-    # descriptor and flags are C ints; the length is passed as a size_t by the caller.
-    send.restype = ctypes.c_ssize_t
-    return send
-
-
-_send_holding_gil = _libc_send()
-_size_t = ctypes.c_size_t
-_DONTWAIT_NOSIGNAL = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+_NOSIGNAL = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 _SMALL_READ = 16 * 1024
 _LARGE_READ = 1024 * 1024
 _TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO / SO_SNDTIMEO
@@ -182,25 +155,62 @@ class _Silent(Exception):
     """The server stopped answering a link (frozen, partitioned or overloaded)."""
 
 
+class SpinPolicy:
+    """Whether a request busy-polls for its reply, learned from how its last spins ended.
+
+    Spinning pays where the reply comes within :data:`SPIN_SECONDS` (a server with a core
+    to itself answers in tens of microseconds): the caller never sleeps, so nothing has to
+    wake it, which on a virtual machine costs tens of microseconds per hop, and CPU. It
+    wastes CPU where replies come later: a server that shares busy cores with its clients,
+    or many client threads taking turns at one interpreter. So every spin that sees no
+    reply makes the next requests skip spinning, twice as many after each such spin (up to
+    :data:`MAX_SPIN_SKIP`); every spin that catches its reply halves that. Where spins keep
+    failing, one request in thousands still tries one. Reads that may wait for a key (get,
+    wait, multi_get) never spin: their reply comes when another client writes.
+
+    One policy serves every store of the process (a node is one process): what decides it
+    is whether this process's requests get their replies fast. The counters are updated
+    without a lock; a race costs one spin more or less.
+    """
+
+    __slots__ = ("backoff", "skip")
+
+    def __init__(self) -> None:
+        self.skip = 0
+        self.backoff = 1
+
+    def should_spin(self) -> bool:
+        if self.skip:
+            self.skip -= 1
+            return False
+        return True
+
+    def spun(self, caught: bool) -> None:
+        if caught:
+            self.backoff = max(1, self.backoff // 2)
+        else:
+            self.skip = self.backoff
+            self.backoff = min(self.backoff * 2, MAX_SPIN_SKIP)
+
+
+#: The spin policy of this process's TCP stores.
+spin_policy = SpinPolicy()
+
+
 class _Link:
     """One connection to the server; used by one thread at a time.
 
     The socket blocks, with kernel timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO``) as the
-    deadlines, so a reply costs one ``recv``: with hundreds of threads in a process every
-    extra system call is another round of handing over the interpreter lock. (A send
-    timeout is set only once a send cannot go out at once.) After
-    sending, a lone caller busy-polls the reply for up to :data:`SPIN_SECONDS` before
-    sleeping in ``recv``: on loopback and fast networks the reply usually lands within
-    that, and a thread that never slept need not be woken, which on virtual machines
-    costs tens of microseconds per hop.
+    deadlines, so a reply costs one ``recv``. (A send timeout is set only once a send cannot
+    go out at once.) Before sleeping in ``recv``, a request may busy-poll for its reply, as
+    :class:`SpinPolicy` decides.
     """
 
-    __slots__ = ("buf", "fd", "idle_since", "liveness", "max_frame", "poller", "send_limit",
-                 "sock", "where")  # fmt: skip
+    __slots__ = ("buf", "idle_since", "liveness", "max_frame", "poller", "send_limit", "sock",
+                 "where")  # fmt: skip
 
     def __init__(self, sock: socket.socket, where: str) -> None:
         self.sock = sock
-        self.fd = sock.fileno()  # safe to keep: a link is closed only while no call uses it
         self.where = where
         self.buf = bytearray()
         self.max_frame = 2**32 - 1
@@ -216,15 +226,15 @@ class _Link:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(liveness / 2))
         self.liveness = liveness
 
-    def exchange(self, payload: bytes, liveness: float, spin: bool, parked: bool) -> bytes:
+    def exchange(self, payload: bytes, liveness: float, parked: bool) -> bytes:
         """Send one request and return its reply (see :meth:`receive`). The common case,
-        one whole reply in the first read, is handled here in as few steps as possible:
-        with hundreds of client threads per process, every step costs."""
+        one whole reply in the first read, is handled here in as few steps as possible.
+        A ``parked`` request (a read that may wait for keys) never spins."""
         self.send(payload, liveness)
         if liveness != self.liveness:
             self._set_liveness(liveness)
-        if spin:
-            self._spin()
+        if not parked and spin_policy.should_spin():
+            spin_policy.spun(self._spin())
         if not self.buf:
             try:
                 chunk = self.sock.recv(_SMALL_READ)
@@ -244,13 +254,12 @@ class _Link:
         """Send one frame carrying ``payload``; the server must take it within ``liveness``
         seconds."""
         data = _pack_u32(len(payload)) + payload
-        sent = (
-            _send_holding_gil(self.fd, data, _size_t(len(data)), _DONTWAIT_NOSIGNAL)
-            if _send_holding_gil
-            else 0
-        )
+        try:
+            sent = self.sock.send(data, _NOSIGNAL)
+        except BlockingIOError:  # the socket buffer is full
+            sent = 0
         if sent != len(data):
-            self._send_rest(data[max(0, sent) :], liveness)
+            self._send_rest(data[sent:], liveness)
 
     def _send_rest(self, data: bytes, liveness: float) -> None:
         """What the non-blocking send left (or all of it, after an error) the ordinary way,
@@ -263,11 +272,14 @@ class _Link:
         except BlockingIOError:  # SO_SNDTIMEO passed with the data not all taken
             raise _Silent(f"it took no data for {liveness:.1f} s") from None
 
-    def _spin(self) -> None:
+    def _spin(self) -> bool:
+        """Busy-poll for the reply for up to :data:`SPIN_SECONDS`; whether it came."""
         poll = self.poller.poll
         spin_until = time.perf_counter() + SPIN_SECONDS
-        while not poll(0) and time.perf_counter() < spin_until:
-            pass
+        while not poll(0):
+            if time.perf_counter() >= spin_until:
+                return False
+        return True
 
     def _frame(self) -> bytes | None:
         buf = self.buf
@@ -625,7 +637,6 @@ class TCPStore(Store):
         raise self._malformed(reply)
 
     def _remote(self, payload: bytes, parked: bool) -> bytes:
-        global _finished
         # The pool needs no lock: list.pop and .append are atomic, so each idle link is
         # taken by exactly one caller, and only idle links are ever closed.
         try:
@@ -634,11 +645,8 @@ class TCPStore(Store):
             link = self._connect()
         self._busy.add(link)  # set.add and .discard are atomic under the GIL
         liveness = self._timing()[1]
-        started = next(_started)
         try:
-            # Spin only when this is the process's only request in flight: threads that
-            # spin together would just fight over the interpreter lock.
-            reply = link.exchange(payload, liveness, started == _finished, parked)
+            reply = link.exchange(payload, liveness, parked)
         except (OSError, _Silent) as e:
             link.close()
             if isinstance(e, _Silent):
@@ -650,7 +658,6 @@ class TCPStore(Store):
             link.close()
             raise
         finally:
-            _finished = next(_finishing)
             self._busy.discard(link)
         link.idle_since = now = time.monotonic()
         idle = self._idle
