@@ -17,6 +17,7 @@ import redis_latency  # noqa: E402
 import rendezvous  # noqa: E402
 import scale  # noqa: E402
 import soak  # noqa: E402
+import store_load  # noqa: E402
 import store_scale  # noqa: E402
 import tcp_latency  # noqa: E402
 import torchrun  # noqa: E402
@@ -35,6 +36,7 @@ def main() -> None:
         rendezvous.main(),
         scale.main(),
         store_scale.main(),
+        store_load.main(),
         soak.main(),
         torchrun.main(),
     ]
