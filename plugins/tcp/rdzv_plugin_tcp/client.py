@@ -77,7 +77,7 @@ MAX_SPIN_SKIP = 4096
 #: have gone unused this long (seconds), so a burst does not pin descriptors on the server.
 SPARE_LINK_SECONDS = 30.0
 
-_NOSIGNAL = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+_SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL  # never block, never SIGPIPE
 _SMALL_READ = 16 * 1024
 _LARGE_READ = 1024 * 1024
 _TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO / SO_SNDTIMEO
@@ -255,7 +255,7 @@ class _Link:
         seconds."""
         data = _pack_u32(len(payload)) + payload
         try:
-            sent = self.sock.send(data, _NOSIGNAL)
+            sent = self.sock.send(data, _SEND_FLAGS)
         except BlockingIOError:  # the socket buffer is full
             sent = 0
         if sent != len(data):
