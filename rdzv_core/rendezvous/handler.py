@@ -165,6 +165,7 @@ class RendezvousHandler:
         self._counted_waiting: set[int] = set()
         self._registered = False
         self._closed_seen = False
+        self._lingered = False  # waited, as the host, for every node to see the close
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         # While a thread is inside next_rendezvous it beats between its waits and the
@@ -683,8 +684,10 @@ class RendezvousHandler:
                 log.debug("could not record leaving: %s", e)
 
     def _linger(self) -> None:
-        """As the store's host, keep serving until the others are done with it."""
-        if not self._raw_store.is_host:
+        """As the store's host, keep serving until the others are done with it. Once it
+        has waited for the close to reach everyone (``shutdown()``), a later ``close()``
+        does not wait again: ``close_timeout`` bounds the two together."""
+        if not self._raw_store.is_host or self._lingered:
             return
         deadline = time.monotonic() + self._settings.close_timeout.total_seconds()
         with self._lock:
@@ -700,6 +703,7 @@ class RendezvousHandler:
                     )  # fmt: skip
             if self._store.check(["closed"]):
                 self._await_everyone_done(deadline)
+                self._lingered = True
         except _STORE_FAILURES as e:
             log.debug("stopped waiting for the other nodes: %s", e)
 

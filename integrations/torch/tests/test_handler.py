@@ -106,3 +106,32 @@ def test_an_unknown_torch_tcp_host_fails_at_once() -> None:
         info.value.__cause__
     )
     assert time.monotonic() - start < 10
+
+
+def test_shutdown_waits_at_most_close_timeout_for_a_peer_that_has_not_seen_the_close() -> None:
+    """torch calls shutdown(); rdzv-torch's shutdown also releases the store. The hosting
+    node waits for a live peer that has not seen the close for close_timeout in all, not
+    once for the shutdown and again for the release."""
+    port = free_port()
+    handlers: list[Any] = [None, None]
+
+    def node(i: int) -> None:
+        params = RendezvousParameters(
+            "rdzv", f"127.0.0.1:{port}", f"run-{port}", 2, 2, local_addr="127.0.0.1",
+            is_host="true" if i == 0 else "false", close_timeout="2",
+            keep_alive_interval="30",  # the peer's heartbeat will not look for the close
+        )  # fmt: skip
+        handlers[i] = get_rendezvous_handler(params)
+        handlers[i].next_rendezvous()
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    host, peer = handlers
+    started = time.monotonic()
+    assert host.shutdown()
+    elapsed = time.monotonic() - started
+    peer.shutdown()  # its store is gone: it says so and returns
+    assert 1.5 < elapsed < 2 + 1.0, f"the host waited {elapsed:.1f} s (close_timeout 2 s)"
