@@ -15,19 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .test_deprecation import MOVED
+
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "tests" / "compat" / "rdzv_mine_010"
-#: What the plugin imports from rdzv_core.store, each a DeprecationWarning.
-MOVED = [
-    "Value",
-    "add_to_value",
-    "as_timeout",
-    "check_key",
-    "check_keys",
-    "check_multi_set",
-    "timeout_error",
-    "to_bytes",
-]
+#: The plugin imports every helper 0.1.0 had in rdzv_core.store: a warning for each.
 
 
 def run(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
