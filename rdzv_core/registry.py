@@ -121,6 +121,22 @@ def _source(ep: EntryPoint) -> _Source:
     return _Source(ep, dist.name, dist.version)
 
 
+def _requirements(source: _Source) -> list[str]:
+    """The ``Requires-Dist`` lines of the plugin's distribution, read straight from its
+    metadata headers (``Distribution.requires`` parses the whole file as an e-mail: a few
+    milliseconds a plugin, at every start)."""
+    dist = source.entry_point.dist
+    if dist is None:
+        return []
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    headers = text.split("\n\n", 1)[0]
+    return [
+        line.split(":", 1)[1].strip()
+        for line in headers.splitlines()
+        if line[:14].lower() == "requires-dist:"
+    ]
+
+
 def _join_names(names: list[str]) -> str:
     if len(names) <= 1:
         return "".join(names)
@@ -207,9 +223,8 @@ class Registry:
     def _load(self, name: str, source: _Source) -> None:
         where = f"store type '{name}' from {source.label()}"
         plugin: object = None
-        dist = source.entry_point.dist
         problem = requirement_problem(
-            source.distribution, source.version, dist.requires if dist else None, __version__
+            source.distribution, source.version, _requirements(source), __version__
         )
         if problem is not None:
             self._record_broken(name, f"The plugin of {where} cannot run here: {problem}.", None)

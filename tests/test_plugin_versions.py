@@ -163,3 +163,15 @@ def test_every_distribution_shares_one_version_and_requires_its_core_minor() -> 
 def test_the_changelog_has_a_section_for_this_release() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert f"## [{CORE}]" in changelog and "## [Unreleased]" in changelog
+
+
+def test_only_the_metadata_headers_count(install_dist: InstallDist) -> None:
+    """A README (the metadata's body) that quotes a requirement does not decide anything."""
+    folder = install_dist(
+        "rdzv-doc", "1.0", {"doc": "rdzv_doc"}, {"rdzv_doc": good("doc")},
+        requires=(f"rdzv-core>={MINOR}",),
+    )  # fmt: skip
+    metadata = folder / "METADATA"
+    metadata.write_text(metadata.read_text() + "\nRequires-Dist: rdzv-core<0.0.1\n")
+    rdzv_core.refresh()
+    rdzv_core.create_store(params("doc")).close()
