@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import sys
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.chdir(os.path.dirname(os.path.abspath(__file__)))
@@ -23,6 +24,16 @@ import tcp_latency  # noqa: E402
 import torchrun  # noqa: E402
 
 
+def busy(report: Callable[[], str], *args: str) -> str:
+    """``report`` run again with the cores busy (its ``--busy``)."""
+    saved = sys.argv
+    sys.argv = [saved[0], "--busy", *args]
+    try:
+        return report()
+    finally:
+        sys.argv = saved
+
+
 def main() -> None:
     sys.argv = sys.argv[:1]
     parts = [
@@ -35,7 +46,9 @@ def main() -> None:
         redis_latency.main(),
         rendezvous.main(),
         scale.main(),
+        busy(scale.main, "--sizes", "1024,4096"),
         store_scale.main(),
+        busy(store_scale.main, "--no-floor"),
         store_load.main(),
         soak.main(),
         torchrun.main(),

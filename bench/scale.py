@@ -18,13 +18,14 @@ cores for most of a minute — something a real node, one process with one clien
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
 import sys
 import time
 
-from common import cpu_seconds, table
+from common import busy_cores, cpu_seconds, table
 
 NODE_PROCESS = """
 import json, resource, sys, threading, time
@@ -128,7 +129,17 @@ def main() -> str:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each size up to 4,096 (median reported)"
     )
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="keep the cores busy meanwhile: 2 CPU-bound processes pinned to each core",
+    )
     args, _ = parser.parse_known_args()
+    with busy_cores() if args.busy else contextlib.nullcontext():
+        return _report(args)
+
+
+def _report(args: argparse.Namespace) -> str:
     sizes = [int(n) for n in args.sizes.split(",")]
     times: dict[int, list[float]] = {n: [] for n in sizes}
     idle: dict[int, float] = {}
@@ -154,7 +165,8 @@ def main() -> str:
         for n in sizes
     ]
     text = (
-        "### Scale: N-node rendezvous, `rdzv serve` in its own process, nodes as threads, "
+        f"### Scale{' on busy cores' if args.busy else ''}: N-node rendezvous, `rdzv serve` "
+        "in its own process, nodes as threads, "
         f"{args.per_process} per process, switch interval {args.switch_interval * 1000:g} ms\n\n"
         + table(
             ["N", "seconds to all ranks (median)", "each run", "ms per node", "server CPU at rest"],

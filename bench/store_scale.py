@@ -40,13 +40,14 @@ is compiled with the system's C compiler (``apt-get install gcc`` if there is no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
 
-from common import cpu_seconds, rss_kib, table
+from common import busy_cores, cpu_seconds, rss_kib, table
 
 SHIM = r"""
 #define _GNU_SOURCE
@@ -304,7 +305,17 @@ def main() -> str:
         help="also time a minimal Python client (plain socket calls, no checks) against "
         "torch's server: what any pure-Python client costs in this layout",
     )
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="keep the cores busy meanwhile: 2 CPU-bound processes pinned to each core",
+    )
     args, _ = parser.parse_known_args()
+    with busy_cores() if args.busy else contextlib.nullcontext():
+        return _report(args)
+
+
+def _report(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, LD_PRELOAD=build_shim(tmp))
         rows = []
@@ -335,7 +346,8 @@ def main() -> str:
                 ]
             )
     text = (
-        f"### Store at scale: N clients of one server ({args.per_process} client threads per "
+        f"### Store at scale{' on busy cores' if args.busy else ''}: N clients of one server "
+        f"({args.per_process} client threads per "
         f"process, switch interval {args.switch_interval * 1000:g} ms), rdzv vs torch 2.13 "
         f"TCPStore (libuv), median of {args.repeat} runs\n\n"
         + table(
