@@ -104,7 +104,7 @@ class SlowServer:
 
 
 def test_a_server_that_answers_late_turns_spinning_off(counting: Counting) -> None:
-    server = SlowServer(delay=0.005)
+    server = SlowServer(delay=0.05)  # far past a spin (0.2 ms), even on a loaded machine
     store = TCPStore("127.0.0.1", server.port, timeout=timedelta(seconds=5))
     try:
         spun = []
