@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import select
 import socket
@@ -35,7 +34,6 @@ from .protocol import (
     CHECK,
     DELETE,
     FAILED,
-    FIRST_RELEASE,
     GET,
     I64,
     MAGIC,
@@ -58,6 +56,7 @@ from .protocol import (
     field,
     fields,
     refused_versions,
+    version_mismatch,
 )
 from .server import StoreServer, acquire_server, release_server
 
@@ -92,29 +91,6 @@ _PING = bytes([PING])
 _SET, _GET, _ADD, _CAS, _WAIT, _CHECK, _DELETE, _NUM_KEYS, _MULTI_GET, _MULTI_SET = (
     bytes([op]) for op in (SET, GET, ADD, CAS, WAIT, CHECK, DELETE, NUM_KEYS, MULTI_GET, MULTI_SET)
 )
-
-
-def version_mismatch(where: str, server_version: int) -> str:
-    """One line for a server that speaks another protocol version: both versions, and
-    which side to upgrade."""
-    try:
-        mine = f"rdzv-plugin-tcp {importlib.metadata.version('rdzv-plugin-tcp')}"
-    except importlib.metadata.PackageNotFoundError:
-        mine = "rdzv-plugin-tcp"
-    if server_version < VERSION:
-        advice = (
-            "upgrade rdzv-plugin-tcp where the server runs (rdzv serve or the hosting node) "
-            f"to {FIRST_RELEASE[VERSION]} or later"
-        )
-    else:
-        first = FIRST_RELEASE.get(server_version)
-        advice = "upgrade rdzv-plugin-tcp on this client" + (
-            f" to {first} or later" if first else ""
-        )
-    return (
-        f"The TCP store at {where} speaks protocol version {server_version} and this client "
-        f"({mine}) speaks version {VERSION}: {advice}."
-    )
 
 
 def _timeval(seconds: float) -> bytes:

@@ -6,6 +6,7 @@ values inside a frame are ``u32 length + bytes``; integers are big-endian.
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import struct
 from collections.abc import Sequence
@@ -92,6 +93,29 @@ def refused_versions(message: str) -> tuple[int, int] | None:
     client's protocol version (from any release), else None."""
     match = _REFUSAL.match(message)
     return (int(match[1]), int(match[2])) if match else None
+
+
+def version_mismatch(where: str, server_version: int) -> str:
+    """One line for a server that speaks another protocol version: both versions, and
+    which side to upgrade."""
+    try:
+        mine = f"rdzv-plugin-tcp {importlib.metadata.version('rdzv-plugin-tcp')}"
+    except importlib.metadata.PackageNotFoundError:
+        mine = "rdzv-plugin-tcp"
+    if server_version < VERSION:
+        advice = (
+            "upgrade rdzv-plugin-tcp where the server runs (rdzv serve or the hosting node) "
+            f"to {FIRST_RELEASE[VERSION]} or later"
+        )
+    else:
+        first = FIRST_RELEASE.get(server_version)
+        advice = "upgrade rdzv-plugin-tcp on this client" + (
+            f" to {first} or later" if first else ""
+        )
+    return (
+        f"The TCP store at {where} speaks protocol version {server_version} and this client "
+        f"({mine}) speaks version {VERSION}: {advice}."
+    )
 
 
 def hello_reply(server_id: bytes, max_frame_size: int, nonce: bytes | None) -> bytes:
