@@ -19,6 +19,7 @@ __all__ = [
     "RendezvousStateError",
     "RendezvousTimeoutError",
     "StoreConnectionError",
+    "StoreDataLostError",
     "StoreError",
     "StoreTimeoutError",
     "UnknownOptionWarning",
@@ -62,6 +63,12 @@ class StoreTimeoutError(StoreError, TimeoutError):
 
 class StoreConnectionError(StoreError, ConnectionError):
     """The store's server or medium could not be reached, or the connection was lost."""
+
+
+class StoreDataLostError(StoreConnectionError):
+    """The store's engine lost data it had acknowledged: a server restarted empty, a
+    failover that dropped the latest writes, a wiped or restored database. Retrying cannot
+    bring the data back; the run must start again."""
 
 
 class UnknownOptionWarning(UserWarning):

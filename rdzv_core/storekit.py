@@ -15,18 +15,22 @@ The first-party store types are built on it. Everything here is stable API:
   should get it);
 - time: :func:`as_timeout`, :func:`timeout_error` (the ``StoreTimeoutError`` a blocking read
   raises), :func:`read_timeout` (the store type's resolved ``read_timeout``);
-- options: :func:`readable_file` (a file option, e.g. a TLS certificate, checked up front).
+- options: :func:`readable_file` (a file option, e.g. a TLS certificate, checked up front);
+- retries: :func:`backoff_delays` (how long to sleep between the attempts of an operation
+  retried through a failover).
 
 Errors to raise live in :mod:`rdzv_core`: ``StoreError`` for a failed operation,
-``StoreConnectionError`` for a lost or unreachable medium, ``StoreTimeoutError`` (from
-:func:`timeout_error`) for a wait that ran out.
+``StoreConnectionError`` for a lost or unreachable medium, ``StoreDataLostError`` when the
+engine lost acknowledged data, ``StoreTimeoutError`` (from :func:`timeout_error`) for a wait
+that ran out.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import TypeAlias, TypeVar
 
@@ -41,6 +45,7 @@ __all__ = [
     "Value",
     "add_to_value",
     "as_timeout",
+    "backoff_delays",
     "check_host",
     "check_key",
     "check_keys",
@@ -95,6 +100,16 @@ def as_timeout(timeout: timedelta | float | None, default: timedelta) -> timedel
     if result < timedelta(0):
         raise ValueError(f"A timeout must not be negative, got {result}.")
     return result
+
+
+def backoff_delays(first: float = 0.05, cap: float = 1.0) -> Iterator[float]:
+    """Seconds to sleep before each retry: ``first``, doubling up to ``cap``, each drawn
+    from the upper half of its step so clients that failed together do not retry together.
+    Endless: the caller's deadline ends the retries."""
+    step = first
+    while True:
+        yield random.uniform(step / 2, step)
+        step = min(step * 2, cap)
 
 
 def timeout_error(keys: Sequence[str], timeout: timedelta) -> StoreTimeoutError:

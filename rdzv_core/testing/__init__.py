@@ -9,6 +9,8 @@ passed, and raise the pin when you have run the newer suite.
 - :class:`BackendConformance` — the backend contract over that store
 - :class:`StoreTypeConformance` — the ``create_backend`` rules for a registered store type
 - :class:`RendezvousScenarios` — the elastic rendezvous end to end, with real node processes
+- :class:`FailoverScenarios` — optional: the store and a rendezvous across the death of a
+  replicated engine's leader (for store types on such an engine)
 - :class:`MemoryStore` — the in-process reference store the core's own tests run the suite on
 - :class:`EventRecorder` — a plugin that records events, for tests
 - :func:`requires` — mark a test as needing a :class:`~rdzv_core.Capability`
@@ -23,12 +25,13 @@ except ImportError as e:  # pragma: no cover - exercised in a venv without pytes
     ) from e
 
 #: The version of the suite's tests (see the module docstring).
-SUITE_VERSION = "2"
+SUITE_VERSION = "3"
 
 # Show the values behind a failed check in the suite's own asserts, as in test files.
 pytest.register_assert_rewrite(
     "rdzv_core.testing._support",
     "rdzv_core.testing.backend_suite",
+    "rdzv_core.testing.failover_suite",
     "rdzv_core.testing.rendezvous_suite",
     "rdzv_core.testing.store_suite",
     "rdzv_core.testing.storetype_suite",
@@ -36,6 +39,7 @@ pytest.register_assert_rewrite(
 
 from ._support import EventRecorder, requires  # noqa: E402
 from .backend_suite import BackendConformance  # noqa: E402
+from .failover_suite import FailoverScenarios  # noqa: E402
 from .memory import MemoryStore  # noqa: E402
 from .rendezvous_suite import RendezvousScenarios  # noqa: E402
 from .store_suite import StoreConformance  # noqa: E402
@@ -45,6 +49,7 @@ __all__ = [
     "SUITE_VERSION",
     "BackendConformance",
     "EventRecorder",
+    "FailoverScenarios",
     "MemoryStore",
     "RendezvousScenarios",
     "StoreConformance",

@@ -60,17 +60,49 @@ def parse_etcd_endpoint(endpoint: str, protocol: str | None) -> tuple[str, str, 
     return protocol or "http", host, port
 
 
+def parse_etcd_endpoints(endpoint: str, protocol: str | None) -> tuple[str, list[tuple[str, int]]]:
+    """(protocol, [(host, port), ...]) from a comma-separated list of members, each
+    ``host[:port]`` or ``http(s)://host[:port]``; the members must agree on the protocol."""
+    parts = [part.strip() for part in endpoint.split(",")]
+    if len(parts) == 1:
+        scheme, host, port = parse_etcd_endpoint(parts[0], protocol)
+        return scheme, [(host, port)]
+    members: list[tuple[str, int]] = []
+    schemes = set()
+    for part in parts:
+        if not part:
+            raise ValueError(
+                f"The etcd endpoint list {endpoint!r} has an empty member: separate the "
+                "members with single commas, e.g. etcd0:2379,etcd1:2379,etcd2:2379."
+            )
+        try:
+            scheme, host, port = parse_etcd_endpoint(part, protocol)
+        except ValueError as e:
+            raise ValueError(f"The etcd endpoint list {endpoint!r} has a bad member: {e}") from e
+        if "://" in part or protocol:
+            schemes.add(scheme)
+        members.append((host, port))
+    if len(schemes) > 1:
+        raise ValueError(
+            f"The members of the etcd endpoint list {endpoint!r} mix http and https; "
+            "one cluster speaks one protocol."
+        )
+    return (schemes.pop() if schemes else "http"), list(dict.fromkeys(members))
+
+
 def create_store(params: RendezvousParameters) -> EtcdStore:
     """The etcd store for ``params``; keys go under config ``prefix`` (default
     ``/rdzv/<run_id>/``)."""
     from .store import EtcdStore
 
     timeout = read_timeout(params)
-    protocol, host, port = parse_etcd_endpoint(params.endpoint, params.get("protocol"))
+    protocol, members = parse_etcd_endpoints(params.endpoint, params.get("protocol"))
     prefix = params.get("prefix") or f"/rdzv/{params.run_id}/"
+    (host, port), *others = members
     return EtcdStore(
         host,
         port,
+        members=others,
         prefix=prefix,
         timeout=timeout,
         ttl=params.get_as_int("ttl"),

@@ -1,15 +1,30 @@
-"""EtcdStore: the store contract over etcd's v3 API, through etcd3gw's JSON gateway client.
+"""EtcdStore: the store contract over etcd's v3 API, spoken as JSON to etcd's gateway.
 
 Every key lives under ``prefix``. ``add`` and ``compare_set`` are single transactions
 (compared on value, creation or modification revision); ``multi_get``/``multi_set`` are one
 transaction each. A blocking read ranges the key and, if it is missing, watches it from the
-range's revision + 1, so a write between the two is never missed. The watch is renewed every
-second with a range read in between, which notices a dead etcd within about a second.
+range's revision + 1, so a write between the two is never missed.
+
+Failover: the store knows every member it was given and talks to one at a time. A request
+that fails on the way (member dead, unreachable, mid-election: "leader changed", "request
+timed out", "no leader") moves to the next member and is retried with back-off until the
+call's deadline (the store's timeout). Reads and plain writes are retried as they are. An
+``add`` or ``compare_set`` whose outcome is unknown is never blindly resent: each writes,
+in the same transaction, an operation id to a key of the calling thread's own and compares
+that key's revision, so the retry learns whether the first attempt applied and the two can
+never both apply.
+
+Data loss: every reply carries the cluster id and the store revision. A cluster id that
+changes, or a revision lower than one this client already saw, means the data it knew is
+gone (a wiped or restored etcd): the call and every later one raise StoreDataLostError.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
+import json
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -17,15 +32,20 @@ from datetime import timedelta
 from typing import Any
 
 import requests
-from etcd3gw import client as etcd_client
-from etcd3gw import exceptions as etcd_errors
 
-from rdzv_core import Capability, Store, StoreConnectionError, StoreError
+from rdzv_core import (
+    Capability,
+    Store,
+    StoreConnectionError,
+    StoreDataLostError,
+    StoreError,
+)
 from rdzv_core.params import MAX_SECONDS
 from rdzv_core.storekit import (
     Value,
     add_to_value,
     as_timeout,
+    backoff_delays,
     check_key,
     check_keys,
     check_multi_set,
@@ -36,11 +56,20 @@ from rdzv_core.storekit import (
 __all__ = ["EtcdAuthenticationError", "EtcdStore"]
 
 _PROBE_SECONDS = 1.0  # how often a blocked read re-checks the key and etcd's health
+_ATTEMPT_SECONDS = 2.0  # longest one request may take before the next member is tried
 _TXN_OPS = 128  # etcd's default --max-txn-ops
+# gRPC codes etcd answers while it cannot serve for a moment: DeadlineExceeded,
+# ResourceExhausted ("too many requests"), Unavailable (no leader, leader changed, ...).
+_RETRYABLE_CODES = {4, 8, 14}
+_RETRYABLE_TEXT = ("leader changed", "no leader", "timed out", "too many requests", "stopped")
 
 
 class EtcdAuthenticationError(StoreError):
     """etcd rejected the credentials, or demands credentials that were not given."""
+
+
+class _Transient(Exception):
+    """One request failed in a way another attempt (on this member or another) may not."""
 
 
 def _b64(data: bytes) -> str:
@@ -57,14 +86,36 @@ def _range_end(prefix: bytes) -> bytes:
     return trimmed[:-1] + bytes([trimmed[-1] + 1]) if trimmed else b"\x00"
 
 
-class EtcdStore(Store):
-    """A store on an etcd v3 cluster at ``host:port``; every key lives under ``prefix``.
+def _mod_is(key: bytes, revision: str | int) -> dict[str, Any]:
+    return {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}
 
-    ``ttl`` (seconds) attaches every key to a lease shared by every client of the prefix and
-    refreshed by each of them, so a run's keys vanish ``ttl`` after its last client goes.
-    ``user``/``password`` authenticate; ``protocol="https"`` with ``ca_cert`` (and
-    ``cert``/``key`` for client certificates) speaks TLS. The constructor retries until
-    ``timeout`` for etcd to answer, then raises StoreConnectionError.
+
+def _get(key: bytes) -> dict[str, Any]:
+    return {"request_range": {"key": _b64(key)}}
+
+
+def _kv(response: dict[str, Any]) -> dict[str, Any] | None:
+    kvs = response["response_range"].get("kvs") or []
+    return kvs[0] if kvs else None
+
+
+class _Operations(threading.local):
+    """The calling thread's operation key: which of its adds and compare_sets applied."""
+
+    key: bytes = b""
+    revision: str = "0"  # the key's mod_revision as this thread last knew it (0: absent)
+
+
+class EtcdStore(Store):
+    """A store on an etcd v3 cluster; every key lives under ``prefix``.
+
+    ``host``/``port`` name one member; ``members`` (``(host, port)`` pairs) the others the
+    store may fail over to. ``ttl`` (seconds) attaches every key to a lease shared by every
+    client of the prefix and refreshed by each of them, so a run's keys vanish ``ttl`` after
+    its last client goes. ``user``/``password`` authenticate; ``protocol="https"`` with
+    ``ca_cert`` (and ``cert``/``key`` for client certificates) speaks TLS. Each call keeps
+    retrying through failures until ``timeout`` (the constructor too, for etcd to answer),
+    then raises StoreConnectionError.
     """
 
     def __init__(
@@ -72,6 +123,7 @@ class EtcdStore(Store):
         host: str,
         port: int = 2379,
         *,
+        members: Sequence[tuple[str, int]] = (),
         prefix: str = "/rdzv/",
         timeout: timedelta = timedelta(seconds=60),
         ttl: int | None = None,
@@ -92,31 +144,38 @@ class EtcdStore(Store):
                 f"The etcd lease ttl must be from 1 to {MAX_SECONDS} seconds, got {ttl}."
             )
         self.host, self.port, self.prefix = host, port, prefix
-        self.where = f"{protocol}://{host}:{port}"
+        self._urls = [
+            f"{protocol}://{f'[{h}]' if ':' in h else h}:{p}"
+            for h, p in dict.fromkeys([(host, port), *members])
+        ]
+        self.where = ",".join(self._urls)
+        self._current = 0
+        self._seconds = max(1.0, self.timeout.total_seconds())
         self._prefix = prefix.encode()
-        session = requests.Session()
-        session.trust_env = False  # no proxy or netrc lookups on every request
-        if ca_cert:  # etcd3gw applies these only to a session it makes itself
-            session.verify = ca_cert
+        self._session = requests.Session()
+        self._session.trust_env = False  # no proxy or netrc lookups on every request
+        if ca_cert:
+            self._session.verify = ca_cert
         if cert and key:
-            session.cert = (cert, key)
-        self._client = etcd_client(
-            host=host,
-            port=port,
-            protocol=protocol,
-            ca_cert=ca_cert,
-            cert_key=key,
-            cert_cert=cert,
-            timeout=max(1.0, self.timeout.total_seconds()),
-            api_path="/v3/",
-            session=session,
-        )
+            self._session.cert = (cert, key)
         self._credentials = (user, password) if user and password else None
         self._closed = False
+        self._lost: str | None = None
+        self._cluster: str | None = None
+        self._revision = 0  # the highest store revision seen: it never goes back
+        self._ops = _Operations()
+        self._op_prefix = b"/rdzv-ops" + self._prefix + secrets.token_hex(6).encode() + b"."
+        self._op_ids = itertools.count(1)
+        self._threads = itertools.count(1)
         self._lease: str | None = None
         self._stop = threading.Event()
         self._keepalive: threading.Thread | None = None
-        self._connect()
+        try:
+            self._post("/kv/range", {"key": _b64(self._prefix), "count_only": True})
+        except StoreConnectionError as e:
+            raise StoreConnectionError(
+                f"Could not reach etcd at {self.where} within {self._seconds:g} s: {e}"
+            ) from e
         # Keys under a lease vanish after the last client: leases, not persistence.
         self.capabilities = frozenset(  # type: ignore[misc]
             {Capability.CROSS_PROCESS, Capability.CROSS_HOST, Capability.DELETE}
@@ -134,66 +193,114 @@ class EtcdStore(Store):
 
     # -- transport -------------------------------------------------------------------------
 
-    def _connect(self) -> None:
-        deadline = time.monotonic() + self.timeout.total_seconds()
-        delay = 0.05
-        while True:
+    def _send(self, url: str, path: str, body: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """One request to one member: its reply, StoreError if etcd refused it, _Transient
+        if it failed on the way or etcd cannot serve for a moment."""
+        try:
+            response = self._session.post(f"{url}/v3{path}", json=body, timeout=seconds)
+        except requests.RequestException as e:
+            raise _Transient(f"{url}: {e}") from e
+        try:
+            reply: dict[str, Any] = response.json()
+        except ValueError:
+            reply = {}
+        if response.status_code == 200 and reply:
+            return reply
+        text = str(reply.get("error") or reply.get("message") or response.text or response.reason)
+        if (
+            reply.get("code") in _RETRYABLE_CODES
+            or response.status_code in (502, 503, 504)
+            or any(part in text for part in _RETRYABLE_TEXT)
+        ):
+            raise _Transient(f"{url}: {text}")
+        if "user name is empty" in text or "permission denied" in text:
+            raise EtcdAuthenticationError(
+                f"etcd at {url} requires authentication (config 'user' and 'password') or "
+                f"denied access: {text}"
+            )
+        raise StoreError(f"etcd at {url} refused {path}: {text}")
+
+    def _authorized(self, url: str, path: str, body: dict[str, Any], seconds: float) -> Any:
+        if self._credentials and "Authorization" not in self._session.headers:
+            self._authenticate(url, seconds)
+        try:
+            return self._send(url, path, body, seconds)
+        except StoreError as e:
+            if not (self._credentials and "invalid auth token" in str(e)):
+                raise
+        self._authenticate(url, seconds)  # this member does not know our token: log in
+        return self._send(url, path, body, seconds)
+
+    def _authenticate(self, url: str, seconds: float) -> None:
+        assert self._credentials is not None
+        user, password = self._credentials
+        self._session.headers.pop("Authorization", None)
+        try:
+            reply = self._send(
+                url, "/auth/authenticate", {"name": user, "password": password}, seconds
+            )
+        except StoreError as e:
+            raise EtcdAuthenticationError(
+                f"etcd at {url} rejected the credentials of user {user!r}: {e}"
+            ) from e
+        self._session.headers["Authorization"] = reply["token"]
+
+    def _post(
+        self, path: str, body: dict[str, Any], deadline: float | None = None, *, once: bool = False
+    ) -> dict[str, Any]:
+        """``body`` sent to the current member; on a failure on the way, to the next one,
+        with back-off, until ``deadline`` (default: the store's timeout from now: a blocked
+        read's shorter deadline bounds its waiting, not its riding out of a failover). With
+        ``once``, a single attempt that raises _Transient on such a failure."""
+        if self._closed:
+            raise StoreError("This EtcdStore is closed.")
+        if self._lost:
+            raise StoreDataLostError(self._lost)
+        start = time.monotonic()
+        deadline = start + self._seconds if deadline is None else deadline
+        delays = backoff_delays()
+        for attempt in itertools.count(1):
+            index, floor = self._current, self._revision
+            seconds = min(_ATTEMPT_SECONDS, max(0.05, deadline - time.monotonic()))
             try:
-                if self._credentials:
-                    self._authenticate()
-                self._post("/kv/range", {"key": _b64(self._prefix), "count_only": True})
-                return
-            except StoreConnectionError as e:
+                reply: dict[str, Any] = self._authorized(self._urls[index], path, body, seconds)
+            except _Transient as e:
+                self._current = (index + 1) % len(self._urls)
+                if once:
+                    raise
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise StoreConnectionError(
-                        f"Could not reach etcd at {self.where} within "
-                        f"{self.timeout.total_seconds():g} s: {e}"
-                    ) from e
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, 1.0)
-
-    def _authenticate(self) -> None:
-        assert self._credentials is not None
-        user, password = self._credentials
-        self._client.session.headers.pop("Authorization", None)
-        try:
-            reply = self._raw_post("/auth/authenticate", {"name": user, "password": password})
-        except StoreError as e:
-            raise EtcdAuthenticationError(
-                f"etcd at {self.where} rejected the credentials of user {user!r}: {e}"
-            ) from e
-        self._client.session.headers["Authorization"] = reply["token"]
-
-    def _raw_post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        if self._closed:
-            raise StoreError("This EtcdStore is closed.")
-        try:
-            reply: dict[str, Any] = self._client.post(self._client.get_url(path), json=body)
+                        f"etcd at {self.where} did not answer within "
+                        f"{max(deadline - start, 0):.3g} s: {e}"
+                    ) from None
+                if attempt % len(self._urls) == 0:  # every member tried: wait a little
+                    time.sleep(min(next(delays), remaining))
+                continue
+            self._observe(reply.get("header"), floor)
             return reply
-        except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError) as e:
-            raise StoreConnectionError(
-                f"etcd at {self.where} did not answer: {e.detail_text or type(e).__name__}"
-            ) from e
-        except requests.RequestException as e:
-            raise StoreConnectionError(f"etcd at {self.where} did not answer: {e}") from e
-        except etcd_errors.Etcd3Exception as e:
-            raise StoreError(f"etcd at {self.where} refused {path}: {e.detail_text}") from e
+        raise AssertionError("unreachable")
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return self._raw_post(path, body)
-        except StoreError as e:
-            text = str(e)
-            if self._credentials and "invalid auth token" in text:
-                self._authenticate()  # the token expired: log in again, once
-                return self._raw_post(path, body)
-            if "user name is empty" in text or "permission denied" in text:
-                raise EtcdAuthenticationError(
-                    f"etcd at {self.where} requires authentication (config 'user' and "
-                    f"'password') or denied access: {text}"
-                ) from e
-            raise
+    def _observe(self, header: dict[str, Any] | None, floor: int) -> None:
+        """Check a reply against what this client saw before sending it."""
+        if not header:
+            return
+        cluster, revision = header.get("cluster_id"), int(header.get("revision", 0))
+        if cluster is not None and self._cluster is not None and cluster != self._cluster:
+            self._lose(f"a different etcd cluster answers now (cluster id {cluster}, was "
+                       f"{self._cluster})")  # fmt: skip
+        if revision and revision < floor:
+            self._lose(f"its revision went back from {floor} to {revision} (wiped, or "
+                       "restored from an older backup)")  # fmt: skip
+        self._cluster = self._cluster or cluster
+        self._revision = max(self._revision, revision)
+
+    def _lose(self, reason: str) -> None:
+        self._lost = (
+            f"etcd at {self.where} lost the data this store held: {reason}. The run's keys are "
+            "gone or older than what its nodes saw; start the run again."
+        )
+        raise StoreDataLostError(self._lost)
 
     def _k(self, key: str) -> bytes:
         return self._prefix + check_key(key).encode()
@@ -209,8 +316,10 @@ class EtcdStore(Store):
         compare: list[dict[str, Any]],
         success: list[dict[str, Any]],
         failure: list[dict[str, Any]],
+        deadline: float | None = None,
     ) -> dict[str, Any]:
-        return self._post("/kv/txn", {"compare": compare, "success": success, "failure": failure})
+        body = {"compare": compare, "success": success, "failure": failure}
+        return self._post("/kv/txn", body, deadline)
 
     def _ranges(self, keys: list[bytes], count_only: bool) -> list[list[dict[str, Any]]]:
         """Each key's kvs, all read at one revision (in chunks of etcd's txn limit)."""
@@ -233,11 +342,51 @@ class EtcdStore(Store):
                     out.append(found.get("kvs") or [])
         return out
 
-    def _range(self, key: bytes) -> tuple[dict[str, Any] | None, int]:
+    def _range(
+        self, key: bytes, deadline: float | None = None
+    ) -> tuple[dict[str, Any] | None, int]:
         """The key's kv (None if absent) and the store revision of the read."""
-        reply = self._post("/kv/range", {"key": _b64(key)})
+        reply = self._post("/kv/range", {"key": _b64(key)}, deadline)
         kvs = reply.get("kvs") or []
         return (kvs[0] if kvs else None), int(reply["header"]["revision"])
+
+    # -- exactly-once writes ---------------------------------------------------------------
+
+    def _operations(self) -> _Operations:
+        ops = self._ops
+        if not ops.key:
+            ops.key = self._op_prefix + str(next(self._threads)).encode()
+        return ops
+
+    def _apply_once(
+        self, condition: list[dict[str, Any]], raw: bytes, value: bytes, deadline: float
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Put ``value`` at ``raw`` if ``condition`` holds, exactly once through failures.
+
+        Returns (the key's kv after a failed condition, whether this call's put applied).
+        """
+        ops = self._operations()
+        mine: set[str] = set()
+        while True:
+            op = str(next(self._op_ids))
+            compare = [*condition, _mod_is(ops.key, ops.revision)]
+            success = [self._put(raw, value), self._put(ops.key, op.encode())]
+            body = {"compare": compare, "success": success, "failure": [_get(raw), _get(ops.key)]}
+            try:
+                reply = self._post("/kv/txn", body, deadline, once=True)
+            except _Transient:
+                mine.add(op)  # applied or not: the operation key tells
+                reply = self._txn([], [_get(raw), _get(ops.key)], [], deadline)
+            else:
+                if reply.get("succeeded", False):
+                    ops.revision = reply["header"]["revision"]
+                    return None, True
+            responses = reply["responses"]
+            kv, record = _kv(responses[0]), _kv(responses[1])
+            ops.revision = record["mod_revision"] if record else "0"
+            if record is not None and _unb64(record.get("value")).decode() in mine:
+                return None, True
+            return kv, False
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -252,14 +401,6 @@ class EtcdStore(Store):
                 if int(alive.get("TTL", "0")) >= 0:  # -1: expired (0 is omitted from JSON)
                     return lease
             granted = self._post("/lease/grant", {"TTL": ttl})["ID"]
-            compare = [
-                {
-                    "key": _b64(key),
-                    "target": "MOD",
-                    "result": "EQUAL",
-                    "mod_revision": kv["mod_revision"] if kv else "0",
-                }
-            ]
             put = {
                 "request_put": {
                     "key": _b64(key),
@@ -267,18 +408,49 @@ class EtcdStore(Store):
                     "lease": granted,
                 }
             }
+            compare = [_mod_is(key, kv["mod_revision"] if kv else 0)]
             if self._txn(compare, [put], []).get("succeeded", False):
                 return str(granted)
             self._post("/lease/revoke", {"ID": granted})
 
     def _refresh_lease(self, ttl: int) -> None:
-        while not self._stop.wait(max(0.3, ttl / 3)):
+        period = max(0.3, ttl / 3)
+        while not self._stop.wait(period):
             try:
-                self._post("/lease/keepalive", {"ID": self._lease})
+                self._post("/lease/keepalive", {"ID": self._lease}, time.monotonic() + period)
             except StoreError:
                 continue  # etcd away for a moment: the next refresh may still make it
 
     # -- blocking reads --------------------------------------------------------------------
+
+    def _watch_once(self, key: bytes, start: int, seconds: float) -> dict[str, Any] | None:
+        """The first event on ``key`` from revision ``start`` within ``seconds``; None when
+        none came, or when the watch failed (the caller's next read fails over)."""
+        index = self._current
+        body = {"create_request": {"key": _b64(key), "start_revision": str(start)}}
+        try:
+            with self._session.post(
+                f"{self._urls[index]}/v3/watch",
+                json=body,
+                stream=True,
+                timeout=(min(seconds, _ATTEMPT_SECONDS), seconds),
+            ) as response:
+                if response.status_code != 200:
+                    return None
+                for line in response.iter_lines():
+                    if not line:
+                        continue
+                    result = json.loads(line).get("result") or {}
+                    if result.get("canceled"):
+                        return None  # e.g. compacted: the caller reads the key again
+                    for event in result.get("events") or []:
+                        return dict(event)
+        except requests.RequestException as e:
+            if not isinstance(e, requests.ReadTimeout) and "timed out" not in str(e):
+                self._current = (index + 1) % len(self._urls)
+        except ValueError:
+            pass
+        return None
 
     def _wait_for(self, key: bytes, deadline: float) -> bytes | None:
         """The key's value once it exists; None if ``deadline`` passed first."""
@@ -287,17 +459,12 @@ class EtcdStore(Store):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            try:
-                event = self._client.watch_once(
-                    key, timeout=min(remaining, _PROBE_SECONDS), start_revision=revision + 1
-                )
-            except etcd_errors.WatchTimedOut:
-                kv, _ = self._range(key)  # the read doubles as a health check of etcd
+            event = self._watch_once(key, revision + 1, min(remaining, _PROBE_SECONDS))
+            if event is None:
+                kv, revision = self._range(key)  # also a health check of etcd
                 continue
-            except (etcd_errors.Etcd3Exception, requests.RequestException) as e:
-                raise StoreConnectionError(f"Watching etcd at {self.where} failed: {e}") from e
             if event.get("type") != "DELETE":
-                return bytes(event["kv"].get("value", b""))
+                return _unb64(event["kv"].get("value"))
             revision = int(event["kv"]["mod_revision"])
         return _unb64(kv.get("value"))
 
@@ -316,7 +483,7 @@ class EtcdStore(Store):
     # -- the store contract ----------------------------------------------------------------
 
     def set(self, key: str, value: Value) -> None:
-        self._txn([], [self._put(self._k(key), to_bytes(value))], [])
+        self._post("/kv/put", self._put(self._k(key), to_bytes(value))["request_put"])
 
     def get(self, key: str) -> bytes:
         value = self._wait_for(self._k(key), time.monotonic() + self.timeout.total_seconds())
@@ -326,58 +493,48 @@ class EtcdStore(Store):
 
     def add(self, key: str, amount: int) -> int:
         raw = self._k(key)
-        kv, _ = self._range(raw)
+        deadline = time.monotonic() + self._seconds
+        kv, _ = self._range(raw, deadline)
         while True:
-            current = _unb64(kv.get("value")) if kv else None
-            result = add_to_value(key, current, amount)
-            compare = [
-                {
-                    "key": _b64(raw),
-                    "target": "MOD",
-                    "result": "EQUAL",
-                    "mod_revision": kv["mod_revision"] if kv else "0",
-                }
-            ]
-            reply = self._txn(
-                compare,
-                [self._put(raw, str(result).encode())],
-                [{"request_range": {"key": _b64(raw)}}],
-            )
-            if reply.get("succeeded", False):
+            result = add_to_value(key, _unb64(kv.get("value")) if kv else None, amount)
+            condition = [_mod_is(raw, kv["mod_revision"] if kv else 0)]
+            kv, applied = self._apply_once(condition, raw, str(result).encode(), deadline)
+            if applied:
                 return result
-            kvs = reply["responses"][0]["response_range"].get("kvs") or []
-            kv = kvs[0] if kvs else None
 
     def compare_set(self, key: str, expected: Value, desired: Value) -> bytes:
         raw, want, new = self._k(key), to_bytes(expected), to_bytes(desired)
+        deadline = time.monotonic() + self._seconds
         if want:
-            compare = [
+            condition = [
                 {"key": _b64(raw), "target": "VALUE", "result": "EQUAL", "value": _b64(want)}
             ]
         else:  # "" matches a missing key (create) or an empty value
-            compare = [
+            condition = [
                 {"key": _b64(raw), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
             ]
-        reply = self._txn(compare, [self._put(raw, new)], [{"request_range": {"key": _b64(raw)}}])
-        if reply.get("succeeded", False):
-            return new
-        kvs = reply["responses"][0]["response_range"].get("kvs") or []
-        if not kvs:
-            return want
-        current = _unb64(kvs[0].get("value"))
-        if current == b"" and not want:
-            compare = [
-                {
-                    "key": _b64(raw),
-                    "target": "MOD",
-                    "result": "EQUAL",
-                    "mod_revision": kvs[0]["mod_revision"],
-                }
-            ]
-            if self._txn(compare, [self._put(raw, new)], []).get("succeeded", False):
+        while True:
+            kv, applied = self._apply_once(condition, raw, new, deadline)
+            if applied:
                 return new
-            return self.compare_set(key, expected, desired)
-        return current
+            if kv is None:
+                if want:
+                    return want
+                condition = [
+                    {
+                        "key": _b64(raw),
+                        "target": "CREATE",
+                        "result": "EQUAL",
+                        "create_revision": "0",
+                    }
+                ]
+                continue
+            current = _unb64(kv.get("value"))
+            if current == b"" and not want:
+                condition = [_mod_is(raw, kv["mod_revision"])]  # an empty value matches ""
+                continue
+            if current != want:
+                return current
 
     def wait(self, keys: Sequence[str], timeout: timedelta | float | None = None) -> None:
         names = check_keys(keys)
@@ -387,8 +544,36 @@ class EtcdStore(Store):
         return all(self._exist([self._k(k) for k in check_keys(keys)]))
 
     def delete_key(self, key: str) -> bool:
-        reply = self._post("/kv/deleterange", {"key": _b64(self._k(key))})
-        return int(reply.get("deleted", "0")) > 0
+        raw = self._k(key)
+        deadline = time.monotonic() + self._seconds
+        ops = self._operations()
+        mine: set[str] = set()
+        while True:  # exactly once, like _apply_once: "did it delete?" survives a retry
+            op = str(next(self._op_ids))
+            compare = [
+                {"key": _b64(raw), "target": "CREATE", "result": "GREATER", "create_revision": "0"},
+                _mod_is(ops.key, ops.revision),
+            ]
+            success = [
+                {"request_delete_range": {"key": _b64(raw)}},
+                self._put(ops.key, op.encode()),
+            ]
+            body = {"compare": compare, "success": success, "failure": [_get(raw), _get(ops.key)]}
+            try:
+                reply = self._post("/kv/txn", body, deadline, once=True)
+            except _Transient:
+                mine.add(op)
+                reply = self._txn([], [_get(raw), _get(ops.key)], [], deadline)
+            else:
+                if reply.get("succeeded", False):
+                    ops.revision = reply["header"]["revision"]
+                    return True
+            kv, record = _kv(reply["responses"][0]), _kv(reply["responses"][1])
+            ops.revision = record["mod_revision"] if record else "0"
+            if record is not None and _unb64(record.get("value")).decode() in mine:
+                return True
+            if kv is None:
+                return False
 
     def num_keys(self) -> int:
         reply = self._post(
@@ -424,5 +609,11 @@ class EtcdStore(Store):
         self._stop.set()
         if self._keepalive is not None:
             self._keepalive.join(2)
+        if not self._lost:  # this client's operation keys, one per thread that wrote
+            body = {"key": _b64(self._op_prefix), "range_end": _b64(_range_end(self._op_prefix))}
+            try:
+                self._post("/kv/deleterange", body, time.monotonic() + _ATTEMPT_SECONDS)
+            except StoreError:
+                pass  # best effort: they are small, and expire with the lease when there is one
         self._closed = True
-        self._client.session.close()
+        self._session.close()

@@ -18,6 +18,7 @@ from rdzv_core import (
     RendezvousConnectionError,
     RendezvousParameters,
     StoreConnectionError,
+    StoreDataLostError,
     create_backend,
 )
 
@@ -66,8 +67,12 @@ def test_many_concurrent_clients(etcd: Etcd, prefix: str) -> None:
     assert sorted(results) == list(range(1, 321))
 
 
-def test_etcd_killed_under_a_blocked_get_fails_promptly(own_etcd: Etcd, prefix: str) -> None:
-    store = EtcdStore("127.0.0.1", own_etcd.port, prefix=prefix, timeout=timedelta(seconds=60))
+def test_etcd_killed_under_a_blocked_get_fails_within_the_read_timeout(
+    own_etcd: Etcd, prefix: str
+) -> None:
+    """A dead etcd may be electing or restarting: the read retries it until its own
+    deadline, then says etcd did not answer (never a plain timeout)."""
+    store = EtcdStore("127.0.0.1", own_etcd.port, prefix=prefix, timeout=timedelta(seconds=3))
     errors: list[BaseException] = []
 
     def blocked() -> None:
@@ -77,14 +82,47 @@ def test_etcd_killed_under_a_blocked_get_fails_promptly(own_etcd: Etcd, prefix: 
             errors.append(e)
 
     thread = threading.Thread(target=blocked)
+    started = time.monotonic()
     thread.start()
     time.sleep(0.3)
-    own_etcd.proc.kill()
-    start = time.monotonic()
+    own_etcd.kill()
     thread.join(15)
     assert not thread.is_alive(), "the reader hung after etcd died"
-    assert time.monotonic() - start < 5
-    assert isinstance(errors[0], StoreConnectionError)
+    assert 2.9 <= time.monotonic() - started < 6
+    assert isinstance(errors[0], StoreConnectionError), errors
+    assert "did not answer" in str(errors[0])
+
+
+def test_a_blocked_get_survives_a_restart_of_etcd(own_etcd: Etcd, prefix: str) -> None:
+    store = EtcdStore("127.0.0.1", own_etcd.port, prefix=prefix, timeout=timedelta(seconds=30))
+    store.set("before", "1")
+    got: list[bytes] = []
+    thread = threading.Thread(target=lambda: got.append(store.get("after")))
+    thread.start()
+    time.sleep(0.3)
+    own_etcd.restart()
+    own_etcd.wait_healthy()
+    writer = EtcdStore("127.0.0.1", own_etcd.port, prefix=prefix)
+    writer.set("after", "2")
+    thread.join(15)
+    assert got == [b"2"]
+    assert store.get("before") == b"1"
+
+
+def test_a_wiped_etcd_is_data_loss_never_a_fresh_store(own_etcd: Etcd, prefix: str) -> None:
+    store = EtcdStore("127.0.0.1", own_etcd.port, prefix=prefix, timeout=timedelta(seconds=10))
+    for _ in range(20):
+        store.add("n", 1)
+    own_etcd.restart(wipe=True)
+    own_etcd.wait_healthy()
+    started = time.monotonic()
+    with pytest.raises(StoreDataLostError, match="lost the data this store held"):
+        store.add("n", 1)
+    assert time.monotonic() - started < 10
+    with pytest.raises(StoreDataLostError):  # and it stays lost: no call starts afresh
+        store.check(["n"])
+    fresh = EtcdStore("127.0.0.1", own_etcd.port, prefix=prefix)  # a new client starts anew
+    assert fresh.check(["n"]) is False
 
 
 def test_lease_keeps_keys_while_a_client_lives_and_expires_them_after(

@@ -7,11 +7,12 @@ from collections.abc import Callable
 
 import pytest
 from rdzv_plugin_etcd import EtcdStore
-from rdzv_plugin_etcd.testing import Etcd
+from rdzv_plugin_etcd.testing import Etcd, EtcdCluster
 
 from rdzv_core import Store
 from rdzv_core.testing import (
     BackendConformance,
+    FailoverScenarios,
     RendezvousScenarios,
     StoreConformance,
     StoreTypeConformance,
@@ -70,3 +71,18 @@ class TestEtcdRendezvous(RendezvousScenarios):
     @pytest.fixture
     def endpoint(self, etcd: Etcd) -> str:
         return etcd.endpoint
+
+
+class TestEtcdClusterFailover(FailoverScenarios):
+    """A 3-member cluster whose leader is killed mid-work."""
+
+    store_type = "etcd"
+
+    @pytest.fixture
+    def store_factory(self, etcd_cluster: EtcdCluster, prefix: str) -> Callable[[], Store]:
+        (first, *others) = [("127.0.0.1", m.port) for m in etcd_cluster.members]
+        return functools.partial(EtcdStore, *first, members=others, prefix=prefix)
+
+    @pytest.fixture
+    def endpoint(self, etcd_cluster: EtcdCluster) -> str:
+        return etcd_cluster.endpoint
