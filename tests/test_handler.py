@@ -20,6 +20,7 @@ from rdzv_core import (
     RendezvousParameters,
     RendezvousTimeoutError,
     StoreBackend,
+    StoreDataLostError,
 )
 from rdzv_core.rendezvous import (
     HandlerSettings,
@@ -274,6 +275,26 @@ def test_store_failure_is_a_connection_error_and_shutdown_reports_it(make: Make)
     with pytest.raises(RendezvousConnectionError):
         handler.num_nodes_waiting()
     assert handler.shutdown() is False
+
+
+def test_a_run_whose_state_vanished_is_an_error_never_a_new_round_0(make: Make) -> None:
+    """A store that lost its data under the run (and did not notice it itself): the nodes
+    that knew the run refuse to start it over."""
+    handler = make()
+    first = handler.next_rendezvous()
+    handler.next_rendezvous()  # round 1
+    store = make.base.client()  # type: ignore[attr-defined]
+    store.delete_key("rdzv.run/round")  # the store forgot the run
+    for call in (handler.next_rendezvous, handler.num_nodes_waiting):
+        with pytest.raises(RendezvousConnectionError) as info:
+            call()
+        assert isinstance(info.value.__cause__, StoreDataLostError)
+        assert "its round counter is gone (it was at round 1)" in str(info.value.__cause__)
+    store.set("rdzv.run/round", "0")  # restored from an older backup
+    with pytest.raises(RendezvousConnectionError) as info:
+        handler.next_rendezvous()
+    assert "went back from 1 to 0" in str(info.value.__cause__)
+    assert first.round == 0
 
 
 def test_shutdown_closes_the_run(make: Make) -> None:

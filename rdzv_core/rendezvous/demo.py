@@ -23,7 +23,12 @@ import uuid
 from typing import IO, Any
 
 from ..backend import StoreBackend
-from ..errors import RendezvousClosedError, RendezvousError, RendezvousGracefulExitError
+from ..errors import (
+    RendezvousClosedError,
+    RendezvousError,
+    RendezvousGracefulExitError,
+    describe_error,
+)
 from ..params import RendezvousParameters
 from ..registry import create_store
 from ..store import Store
@@ -78,7 +83,7 @@ def run_node(
         _say("closed")
         return 0
     except RendezvousError as e:
-        _say("error", error=f"{type(e).__name__}: {e}")
+        _say("error", error=describe_error(e))
         return 1
     finally:
         handler.close()

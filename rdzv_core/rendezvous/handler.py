@@ -31,6 +31,7 @@ from ..errors import (
     RendezvousError,
     RendezvousGracefulExitError,
     RendezvousTimeoutError,
+    StoreDataLostError,
     StoreError,
 )
 from ..events import EventKind, RendezvousEvent, emit
@@ -165,6 +166,7 @@ class RendezvousHandler:
         self._counted_waiting: set[int] = set()
         self._registered = False
         self._closed_seen = False
+        self._seen_round: int | None = None  # the highest round this node read
         self._lingered = False  # waited, as the host, for every node to see the close
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -216,8 +218,23 @@ class RendezvousHandler:
     def _current_round(self) -> int:
         value = self._peek("round")
         if value is None:
+            if self._seen_round is not None:
+                raise self._lost_run(
+                    f"its round counter is gone (it was at round {self._seen_round})"
+                )
             value = self._store.compare_set("round", "", "0")
-        return int(value)
+        round_ = int(value)
+        if self._seen_round is not None and round_ < self._seen_round:
+            raise self._lost_run(f"its round counter went back from {self._seen_round} to {round_}")
+        self._seen_round = round_
+        return round_
+
+    def _lost_run(self, what: str) -> StoreDataLostError:
+        """A run whose state vanished is an error, never a new round 0."""
+        return StoreDataLostError(
+            f"The store lost the state of the rendezvous '{self._run_id}': {what}. Joining "
+            "again would start the run over beside nodes that remember it; start the run again."
+        )
 
     def _wait_key(self, key: str, seconds: float) -> bool:
         """Wait up to ``seconds`` for ``key``; False on timeout."""

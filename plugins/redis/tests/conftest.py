@@ -1,9 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from redis_helpers import RedisServer, start_redis
+from rdzv_plugin_redis.testing import (
+    RedisCluster,
+    RedisServer,
+    SentinelGroup,
+    start_redis,
+    start_redis_cluster,
+    start_sentinel_group,
+)
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +26,37 @@ def own_redis() -> Iterator[RedisServer]:
     server = start_redis()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_group() -> Iterator[SentinelGroup]:
+    """A master, a replica and three Sentinels; a test that kills the master restores a
+    replica (see ``failover``)."""
+    group = start_sentinel_group()
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def failover(sentinel_group: SentinelGroup) -> Iterator[Callable[[], None]]:
+    """Kill the master (SIGKILL) and return once the Sentinels promoted the replica; the
+    killed server then comes back, empty, as a replica of the new master (restarted as a
+    master without its data, it would be a master with no data to a Sentinel that has not
+    heard of the failover yet: the hazard Redis's documentation warns of)."""
+    sentinel_group.wait_replicated()
+
+    def kill_the_master() -> None:
+        master = sentinel_group.master()
+        master.kill()
+        promoted = sentinel_group.master(agreed=True)
+        master.restart("--replicaof", "127.0.0.1", str(promoted.port))
+
+    yield kill_the_master
+    sentinel_group.wait_replicated(60)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    cluster = start_redis_cluster(3)
+    yield cluster
+    cluster.stop()

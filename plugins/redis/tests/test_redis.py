@@ -225,12 +225,13 @@ def test_failed_tls_is_a_connection_error_fast(tls_redis: RedisServer, tmp_path:
     from rdzv_core.testing.tls import make_tls_files
 
     stranger = make_tls_files(str(tmp_path))  # a CA that did not sign the server
-    # The wrong CA fails in the handshake; plain text to a TLS port gets no answer at all,
-    # so it fails when the first command times out (10 s at most).
-    for config, bound in (({"tls_ca": stranger.ca}, 5), ({}, 10 + 3)):
+    # The wrong CA fails in the handshake, at once; plain text to a TLS port gets no answer
+    # at all, like a frozen server: retried until the read timeout (3 s), plus the last
+    # command's own timeout (at most 5 s).
+    for config, bound in (({"tls_ca": stranger.ca}, 5), ({"read_timeout": "3"}, 3 + 5 + 2)):
         start = time.monotonic()
         with pytest.raises(RendezvousConnectionError) as info:
-            create_backend(params(tls_redis.endpoint, read_timeout="30", **config))
+            create_backend(params(tls_redis.endpoint, **{"read_timeout": "30", **config}))
         assert isinstance(info.value.__cause__, StoreConnectionError)
         assert time.monotonic() - start < bound
 
@@ -238,15 +239,19 @@ def test_failed_tls_is_a_connection_error_fast(tls_redis: RedisServer, tmp_path:
 # -- failures ----------------------------------------------------------------------------
 
 
-def test_unreachable_redis_fails_fast() -> None:
+def test_unreachable_redis_fails_within_the_read_timeout() -> None:
+    """Nobody listening may be a server restarting or a failover: retried, then refused."""
     start = time.monotonic()
     with pytest.raises(RendezvousConnectionError) as info:
-        create_backend(params(f"127.0.0.1:{free_port()}", read_timeout="30"))
+        create_backend(params(f"127.0.0.1:{free_port()}", read_timeout="3"))
     assert isinstance(info.value.__cause__, StoreConnectionError)
-    assert time.monotonic() - start < 5
+    assert "could not reach Redis" in str(info.value.__cause__)
+    assert 2.9 <= time.monotonic() - start < 6
 
 
-def test_redis_killed_under_a_blocked_get_is_a_clear_error(own_redis: RedisServer) -> None:
+def test_redis_killed_under_a_blocked_get_fails_within_the_read_timeout(
+    own_redis: RedisServer,
+) -> None:
     store = RedisStore(
         host="127.0.0.1", port=own_redis.port, prefix="k/", timeout=timedelta(seconds=5)
     )
@@ -259,22 +264,24 @@ def test_redis_killed_under_a_blocked_get_is_a_clear_error(own_redis: RedisServe
             errors.append(e)
 
     thread = threading.Thread(target=blocked)
+    started = time.monotonic()
     thread.start()
     time.sleep(0.5)
     own_redis.proc.kill()
-    start = time.monotonic()
-    thread.join(10)
+    thread.join(15)
     assert not thread.is_alive(), "the blocked get hung after Redis died"
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - started < 5 + 3
     assert isinstance(errors[0], StoreConnectionError), errors
 
 
-def test_a_frozen_redis_is_noticed_within_ten_seconds(own_redis: RedisServer) -> None:
+def test_a_frozen_redis_is_noticed_within_the_read_timeout(own_redis: RedisServer) -> None:
+    """A server that stops answering: each command gives up after 5 s and is retried
+    until the read timeout; the last attempt may add its own 5 s."""
     import os
     import signal
 
     store = RedisStore(
-        host="127.0.0.1", port=own_redis.port, prefix="f/", timeout=timedelta(seconds=60)
+        host="127.0.0.1", port=own_redis.port, prefix="f/", timeout=timedelta(seconds=8)
     )
     errors: list[BaseException] = []
 
@@ -292,13 +299,15 @@ def test_a_frozen_redis_is_noticed_within_ten_seconds(own_redis: RedisServer) ->
     try:
         thread.join(30)
         assert not thread.is_alive(), "a get on a frozen Redis hung"
-        assert time.monotonic() - start < 10 + 3
+        assert time.monotonic() - start < 8 + 5 + 2
         assert isinstance(errors[0], StoreConnectionError), errors
     finally:
         os.kill(own_redis.proc.pid, signal.SIGCONT)
 
 
-def test_commands_are_never_retried(redis_server: RedisServer) -> None:
+def test_redis_py_never_resends_a_command_itself(redis_server: RedisServer) -> None:
+    """The store retries through failures exactly once; redis-py resending a script after
+    a timeout could apply an add twice."""
     store = open_store(redis_server.port, "r/")
     retry = store._client.get_connection_kwargs()["retry"]
-    assert retry.get_retries() == 0, "a resent script could apply an add twice"
+    assert retry.get_retries() == 0
