@@ -47,7 +47,7 @@ PUBLIC_MODULES = {
     "rdzv-plugin-tcp": ["rdzv_plugin_tcp"],
     "rdzv-plugin-file": ["rdzv_plugin_file"],
     "rdzv-plugin-etcd": ["rdzv_plugin_etcd", "rdzv_plugin_etcd.testing"],
-    "rdzv-plugin-redis": ["rdzv_plugin_redis"],
+    "rdzv-plugin-redis": ["rdzv_plugin_redis", "rdzv_plugin_redis.testing"],
     "rdzv-torch": ["rdzv_torch"],
 }
 DISTRIBUTIONS = list(PUBLIC_MODULES)
