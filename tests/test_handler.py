@@ -297,6 +297,66 @@ def test_a_run_whose_state_vanished_is_an_error_never_a_new_round_0(make: Make) 
     assert first.round == 0
 
 
+def test_a_node_that_fails_while_joining_frees_the_others_at_once(make: Make) -> None:
+    """A node holding a slot fails (here: its own join timeout): the others wake at once,
+    go on to the next round without it, and a later timeout of theirs names the cause."""
+    patient = HandlerSettings(
+        join_timeout=timedelta(seconds=4),
+        last_call_timeout=timedelta(seconds=1),
+        keep_alive_interval=timedelta(seconds=0.5),
+        keep_alive_max_attempt=4,
+    )
+    hasty = HandlerSettings(
+        join_timeout=timedelta(seconds=1),
+        last_call_timeout=timedelta(seconds=1),
+        keep_alive_interval=timedelta(seconds=0.5),
+        keep_alive_max_attempt=4,
+    )
+    waiting = [make(4, 4, settings=patient) for _ in range(2)]
+    failing = make(4, 4, settings=hasty)
+    recorder = EventRecorder()
+    rdzv_core.register(recorder)
+    try:
+        started = time.time()  # events carry wall-clock times
+        results = in_threads(*(h.next_rendezvous for h in [*waiting, failing]))
+    finally:
+        rdzv_core.unregister(recorder)
+    assert isinstance(results[2], RendezvousTimeoutError)
+    lost = [e for e in recorder.events if e.kind is EventKind.NODE_LOST]
+    assert lost and lost[0].details["round"] == 0
+    assert failing.node_id in lost[0].details["cause"]
+    assert lost[0].time - started < 2, "the others must learn it when it fails, not later"
+    for error in results[:2]:
+        assert isinstance(error, RendezvousTimeoutError), error
+        assert "round 0 was abandoned" in str(error) and failing.node_id in str(error)
+        assert "RendezvousTimeoutError" in str(error), "the cause must be named"
+
+
+def test_a_node_that_dies_holding_a_slot_is_left_behind(make: Make) -> None:
+    """A node took slot 1 and froze (its heartbeat stands still): the node watching it
+    abandons the round after the liveness window, and the round that follows completes
+    with the live nodes."""
+    store = make.base.client()  # type: ignore[attr-defined]
+    dead = json.dumps(["dead.host", 1, 0, "abcdef"])
+    store.add("rdzv.run/r0/seq", 1)
+    store.set("rdzv.run/r0/slot/1", dead)
+    store.add("rdzv.run/hb/dead.host_1_0_abcdef", 1)
+    nodes = [make(4, 4) for _ in range(4)]
+    results: list[Any] = []
+    first = threading.Thread(
+        target=lambda: results.extend(in_threads(*(h.next_rendezvous for h in nodes[:2])))
+    )
+    first.start()
+    time.sleep(3)  # past the liveness window (2 s): round 0 was abandoned
+    later = in_threads(*(h.next_rendezvous for h in nodes[2:]))
+    first.join(30)
+    infos = [*results, *later]
+    assert all(isinstance(i, RendezvousInfo) for i in infos), infos
+    assert {(i.round, i.world_size) for i in infos} == {(1, 4)}
+    assert sorted(i.rank for i in infos) == [0, 1, 2, 3]
+    assert store.get("rdzv.run/r0/failure").startswith(b"node dead.host_1_0_abcdef stopped")
+
+
 def test_shutdown_closes_the_run(make: Make) -> None:
     handler, other = make(), make()
     in_threads(handler.next_rendezvous)

@@ -52,6 +52,7 @@ T = TypeVar("T")
 
 _ABSENT = "\x00absent"  # compare_set(key, _ABSENT, _ABSENT) reads a key without blocking
 _CLOSED = b"closed"
+_FAILED = "failed:"  # a round's final token when a node failed while it joined
 _STORE_FAILURES = (StoreError, OSError, TimeoutError)
 _local_ids = itertools.count()
 
@@ -167,6 +168,7 @@ class RendezvousHandler:
         self._registered = False
         self._closed_seen = False
         self._seen_round: int | None = None  # the highest round this node read
+        self._failure_note = ""  # why the last round this node joined was abandoned
         self._lingered = False  # waited, as the host, for every node to see the close
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -314,21 +316,71 @@ class RendezvousHandler:
             round_ = self._current_round()
             final = self._peek(_r(round_, "final"))
             if final is not None:
-                self._wait_for_next_round(round_, self._parse_final(final)[0], deadline)
+                if final.startswith(_FAILED.encode()):
+                    self._move_past_failed_round(round_)
+                else:
+                    self._wait_for_next_round(round_, self._parse_final(final)[0], deadline)
                 continue
             slot = self._store.add(_r(round_, "seq"), 1)
-            self._store.set(_r(round_, f"slot/{slot}"), self._node.encode())
-            self._event(EventKind.JOIN, round=round_, slot=slot)
-            if slot == self._min:
-                self._store.compare_set(_r(round_, "quorum"), "", "1")
-            if slot == self._max:
-                self._try_finalize(round_, slot)
-            size, assigner = self._parse_final(self._await_final(round_, slot, deadline))
+            try:
+                self._store.set(_r(round_, f"slot/{slot}"), self._node.encode())
+                self._event(EventKind.JOIN, round=round_, slot=slot)
+                if slot == self._min:
+                    self._store.compare_set(_r(round_, "quorum"), "", "1")
+                if slot == self._max:
+                    self._try_finalize(round_, slot)
+                final = self._await_final(round_, slot, deadline)
+            except (RendezvousClosedError, RendezvousGracefulExitError):
+                raise
+            except BaseException as e:
+                self._give_up_round(round_, e)
+                raise
+            if final.startswith(_FAILED.encode()):
+                self._move_past_failed_round(round_)
+                continue
+            size, assigner = self._parse_final(final)
             if slot > size:
                 self._wait_for_next_round(round_, size, deadline)
                 continue
             self._standby = False
             return self._complete(round_, slot, size, assigner)
+
+    def _abandon_round(self, round_: int, node_id: str, cause: str) -> bool:
+        """End ``round_`` before it completes because ``node_id``, which holds a slot in
+        it, failed: the nodes waiting in it wake and start the next round without it.
+        False when the round had completed (or was abandoned) already."""
+        self._store.compare_set(_r(round_, "failure"), "", f"node {node_id} {cause}")
+        token = f"{_FAILED}{node_id}"
+        return self._store.compare_set(_r(round_, "final"), "", token) == token.encode()
+
+    def _give_up_round(self, round_: int, error: BaseException) -> None:
+        """This node fails while it holds a slot: tell the others (best effort; a store
+        that failed cannot carry the news, and then its stalled heartbeat does)."""
+        if isinstance(error, _STORE_FAILURES) or not isinstance(error, Exception):
+            return
+        try:
+            self._abandon_round(
+                round_, self._node.id, f"failed: {type(error).__name__}: {str(error).rstrip('.')}"
+            )
+        except _STORE_FAILURES as e:
+            log.debug("could not tell the others this node failed: %s", e)
+
+    def _move_past_failed_round(self, round_: int) -> None:
+        """``round_`` was abandoned: say why (once), then open the next round."""
+        failure = (self._peek(_r(round_, "failure")) or b"failed").decode(errors="replace")
+        note = f"round {round_} was abandoned: {failure}"
+        if note != self._failure_note:
+            self._failure_note = note
+            log.warning("rendezvous '%s': %s; joining round %d", self._run_id, note, round_ + 1)
+            self._event(EventKind.NODE_LOST, round=round_, cause=failure)
+        self._store.compare_set("round", str(round_), str(round_ + 1))
+        self._store.set(_r(round_ + 1, "open"), "1")
+
+    def _timeout(self, message: str) -> RendezvousTimeoutError:
+        """A join timeout, naming the failure that abandoned an earlier round if any."""
+        if self._failure_note:
+            message += f" Earlier, {self._failure_note}."
+        return RendezvousTimeoutError(message)
 
     def _parse_final(self, final: bytes) -> tuple[int, str]:
         """``(size, assigner id)`` from a final token; a closed run raises."""
@@ -338,28 +390,35 @@ class RendezvousHandler:
         return int(size), assigner
 
     def _await_final(self, round_: int, slot: int, deadline: float) -> bytes:
-        """The round's final token, ``<size>:<id of the node assigning the ranks>``."""
+        """The round's final token: ``<size>:<id of the node assigning the ranks>``, or
+        ``failed:<node id>`` when a node of the round failed before it completed. While
+        waiting, this node watches the heartbeat of one other slot holder (_SlotWatch)."""
         final_key = _r(round_, "final")
+        watch = _SlotWatch(self, round_, slot)
         if slot < self._min:
-            self._await_quorum(round_, deadline)
+            self._await_quorum(round_, deadline, watch)
         last_call = time.monotonic() + self._settings.last_call_timeout.total_seconds()
         while True:
             now = time.monotonic()
             if now >= last_call:
                 self._try_finalize(round_, min(self._counter(_r(round_, "seq")), self._max))
             elif now >= deadline:
-                raise RendezvousTimeoutError(
+                raise self._timeout(
                     f"The rendezvous '{self._run_id}' round {round_} did not complete within "
                     f"the join timeout ({self._settings.join_timeout})."
                 )
-            if self._wait_key(final_key, min(last_call, deadline) - now):
+            wait = min(last_call, deadline) - now
+            if wait > 0:
+                wait = min(wait, self._interval())
+            if self._wait_key(final_key, wait):
                 final = self._store.get(final_key)
                 if final == _CLOSED:
                     self._raise_if_closed()
                     raise self._closed_error()
                 return final
+            watch.check()
 
-    def _await_quorum(self, round_: int, deadline: float) -> None:
+    def _await_quorum(self, round_: int, deadline: float, watch: _SlotWatch) -> None:
         """Wait until ``min_nodes`` have joined ``round_``. The node that makes the quorum
         announces it; the count is re-read every interval in case that node died first."""
         interval = self._settings.keep_alive_interval.total_seconds()
@@ -367,15 +426,18 @@ class RendezvousHandler:
             remaining = deadline - time.monotonic()
             if self._wait_key(_r(round_, "quorum"), min(interval, remaining)):
                 return
+            if self._peek(_r(round_, "final")) is not None:
+                return  # abandoned (or closed): the caller reads why
             joined = self._counter(_r(round_, "seq"))
             if joined >= self._min:
                 return
             if remaining <= interval:
-                raise RendezvousTimeoutError(
+                raise self._timeout(
                     f"The rendezvous '{self._run_id}' did not complete within the join timeout "
                     f"({self._settings.join_timeout}): {joined} of at least {self._min} nodes "
                     f"joined round {round_}."
                 )
+            watch.check(joined)
 
     def _try_finalize(self, round_: int, size: int) -> None:
         token = f"{size}:{self._node.id}"
@@ -482,7 +544,7 @@ class RendezvousHandler:
             if not self._standby:
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
-                    raise RendezvousTimeoutError(
+                    raise self._timeout(
                         f"The rendezvous '{self._run_id}': this node waited the join timeout "
                         f"({self._settings.join_timeout}) for the {size} participants of "
                         f"round {round_} to re-rendezvous."
@@ -762,6 +824,63 @@ class RendezvousHandler:
                 )  # fmt: skip
                 return
             self._wait_key(f"done/{seen + 1}", min(remaining, 0.5))
+
+
+class _SlotWatch:
+    """While a round gathers, tells when a node holding a slot in it stopped heartbeating.
+
+    Each waiting node watches one other: slot k watches slot k - 1, and slot 1 watches the
+    latest slot, so every slot holder is watched by exactly one node at O(1) reads per
+    interval. A watched node whose heartbeat stood still for the liveness window, or that
+    took a slot and never announced itself in it, gets the round abandoned."""
+
+    def __init__(self, handler: RendezvousHandler, round_: int, slot: int) -> None:
+        self._handler = handler
+        self._round = round_
+        self._slot = slot
+        self._target = 0
+        self._node: str | None = None
+        self._beat: int | None = None
+        self._since = self._looked = time.monotonic()
+
+    def check(self, joined: int | None = None) -> None:
+        h = self._handler
+        if self._slot > 1:
+            target = self._slot - 1
+        else:
+            target = joined if joined is not None else h._counter(_r(self._round, "seq"))
+        if target < 1 or target == self._slot:
+            return
+        if target != self._target:
+            self._target, self._node, self._beat = target, None, None
+            self._since = time.monotonic()
+        beat: int | None = None
+        if self._node is None:
+            raw = h._peek(_r(self._round, f"slot/{target}"))
+            if raw is not None:
+                self._node = _Node.decode(raw).id
+        if self._node is not None:
+            beat = h._counter(f"hb/{self._node}")
+        now = time.monotonic()
+        # A gap in this node's own looking (the store was away for everyone, e.g. failing
+        # over) is no evidence against the watched node: its clock starts again.
+        if now - self._looked > 2 * h.settings.keep_alive_interval.total_seconds():
+            self._since = now
+        self._looked = now
+        if beat is not None and beat != self._beat:
+            self._beat, self._since = beat, now
+            return
+        if now - self._since < h.settings.liveness_window.total_seconds():
+            return
+        if self._node is None:
+            h._abandon_round(
+                self._round, f"in slot {target}", "took the slot and never announced itself"
+            )
+        else:
+            seconds = round(now - self._since, 1)
+            h._abandon_round(
+                self._round, self._node, f"stopped heartbeating for {seconds} s while joining"
+            )
 
 
 class _RoundWatch:
