@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.chdir(os.path.dirname(os.path.abspath(__file__)))
 
 import etcd_latency  # noqa: E402
+import failover  # noqa: E402
 import file_store  # noqa: E402
 import import_time  # noqa: E402
 import redis_latency  # noqa: E402
@@ -44,6 +45,7 @@ def main() -> None:
         file_store.main(),
         etcd_latency.main(),
         redis_latency.main(),
+        failover.main(),
         rendezvous.main(),
         scale.main(),
         busy(scale.main, "--sizes", "1024,4096"),
