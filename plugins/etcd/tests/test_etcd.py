@@ -125,6 +125,16 @@ def test_a_wiped_etcd_is_data_loss_never_a_fresh_store(own_etcd: Etcd, prefix: s
     assert fresh.check(["n"]) is False
 
 
+def test_another_cluster_at_the_same_address_is_data_loss(own_etcd: Etcd, prefix: str) -> None:
+    store = EtcdStore("127.0.0.1", own_etcd.port, prefix=prefix, timeout=timedelta(seconds=10))
+    store.set("k", "v")
+    own_etcd.command += ["--initial-cluster-token", "another-cluster"]
+    own_etcd.restart(wipe=True)
+    own_etcd.wait_healthy()
+    with pytest.raises(StoreDataLostError, match="a different etcd cluster answers now"):
+        store.get("k")
+
+
 def test_lease_keeps_keys_while_a_client_lives_and_expires_them_after(
     etcd: Etcd, prefix: str
 ) -> None:
