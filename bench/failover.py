@@ -25,7 +25,9 @@ from common import table
 TRIALS = 5
 
 
-def _trial(kill: Callable[[], None], call: Callable[[], object], engine: Callable[[], None]) -> tuple[float, float]:
+def _trial(
+    kill: Callable[[], None], call: Callable[[], object], engine: Callable[[], None]
+) -> tuple[float, float]:
     """(seconds until ``call`` returned, seconds until ``engine`` returned), both from the kill."""
     marks: dict[str, float] = {}
 

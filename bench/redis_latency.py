@@ -81,7 +81,9 @@ def op_latency(port: int) -> str:
     raw.set("b/k", "v")
     raw_ops = {
         "get": lambda: raw.mget([*meta, "b/k"]),
-        "set (script)": lambda: scripts["set"](keys=[*meta, "b/k", keyset], args=[epoch, "v", "ch"]),
+        "set (script)": lambda: scripts["set"](
+            keys=[*meta, "b/k", keyset], args=[epoch, "v", "ch"]
+        ),
         "add (script)": lambda: raw_once("add", ["b/n", keyset], [1, "ch"]),
         "compare_set (script)": lambda: raw_once("cas", ["b/k", keyset], ["v", "v", "ch", "0"]),
     }
