@@ -56,6 +56,7 @@ class TorchStoreView(dist.Store):  # type: ignore[misc]
     def __init__(self, store: Store) -> None:
         super().__init__()  # mandatory for a Python subclass of a pybind11 class
         self._store = store
+        self._clones: list[TorchStoreView] = []
         self.set_timeout(store.timeout)
 
     @property
@@ -103,6 +104,17 @@ class TorchStoreView(dist.Store):  # type: ignore[misc]
 
     def multi_set(self, keys: list[str], values: list[Any]) -> None:
         self._store.multi_set(list(keys), [_raw(v) for v in values])
+
+    def clone(self) -> TorchStoreView:
+        """A view of its own over the same rdzv store, with its own timeout (torch clones a
+        store to use it from another thread). Every rdzv store serves concurrent threads; a
+        TCPStore gives each concurrent call its own connection."""
+        view = TorchStoreView(self._store)
+        view.set_timeout(self.timeout)
+        # C++ keeps only the C++ half of a Python store it gets back: this reference keeps
+        # the Python half (its methods) alive as long as the view it was cloned from.
+        self._clones.append(view)
+        return view
 
 
 def as_torch_store(store: Store) -> TorchStoreView:

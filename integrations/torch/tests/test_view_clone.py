@@ -1,0 +1,118 @@
+"""The view as torch's C++ code uses it, on every store type: torch's own check of a
+Python store (``_test_python_store``, which clones it), ``clone()`` from another thread, and
+a gloo process group with a new group over the view."""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+from rdzv_plugin_etcd import EtcdStore
+from rdzv_plugin_etcd.testing import start_etcd
+from rdzv_plugin_file import FileStore
+from rdzv_plugin_redis import RedisStore
+from rdzv_plugin_redis.testing import start_redis
+from rdzv_plugin_tcp import TCPStore
+from rdzv_torch import as_torch_store
+from torch_helpers import free_port
+
+from rdzv_core import PrefixStore, Store
+from rdzv_core.testing import MemoryStore
+
+Opener = Callable[[], Store]
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, Any]]:
+    etcd, redis_server = start_etcd(), start_redis()
+    tcp_port = free_port()
+    tcp_host = TCPStore("127.0.0.1", tcp_port, is_master=True)
+    yield {"etcd": etcd.port, "redis": redis_server.port, "tcp": tcp_port}
+    tcp_host.close()
+    etcd.stop()
+    redis_server.stop()
+
+
+def _tcp_client(port: int, space: str) -> Store:
+    return PrefixStore(space, TCPStore("127.0.0.1", port, timeout=timedelta(seconds=30)))
+
+
+def _opener(kind: str, servers: dict[str, Any], tmp: Path) -> Opener:
+    """A picklable opener of new clients of one fresh store of ``kind``."""
+    space = uuid.uuid4().hex[:8]
+    seconds = timedelta(seconds=30)
+    if kind == "tcp":
+        return functools.partial(_tcp_client, servers["tcp"], space)
+    if kind == "file":
+        return functools.partial(FileStore, str(tmp / f"{space}.store"), timeout=seconds)
+    if kind == "redis":
+        return functools.partial(RedisStore, host="127.0.0.1", port=servers["redis"],
+                                 prefix=f"{space}/", timeout=seconds)  # fmt: skip
+    return functools.partial(EtcdStore, "127.0.0.1", servers["etcd"], prefix=f"/{space}/",
+                             timeout=seconds)  # fmt: skip
+
+
+KINDS = ["memory", "tcp", "file", "redis", "etcd"]
+
+
+@pytest.fixture(params=KINDS)
+def opener(request: pytest.FixtureRequest, servers: dict[str, Any], tmp_path: Path) -> Opener:
+    if request.param == "memory":
+        shared = MemoryStore(timeout=timedelta(seconds=30))
+        return shared.client
+    return _opener(request.param, servers, tmp_path)
+
+
+@pytest.fixture
+def view(opener: Opener) -> dist.Store:
+    return as_torch_store(opener())
+
+
+def test_torchs_own_check_of_a_python_store(view: dist.Store) -> None:
+    dist._test_python_store(view)
+
+
+def test_clone_is_an_independent_view_usable_from_another_thread(view: dist.Store) -> None:
+    clone = view.clone()
+    assert isinstance(clone, dist.Store) and clone is not view
+    clone.set_timeout(timedelta(milliseconds=200))
+    assert view.timeout != clone.timeout, "the clone's timeout is its own"
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(clone.get("late")))
+    reader.start()
+    view.set("late", "v")
+    reader.join(10)
+    assert got == [b"v"]
+
+
+def _gloo_worker(opener: Opener, rank: int, results: Any) -> None:
+    view = as_torch_store(opener())
+    dist.init_process_group("gloo", store=view, rank=rank, world_size=2)
+    group = dist.new_group([0, 1])
+    tensor = torch.tensor([rank + 1.0])
+    dist.all_reduce(tensor, group=group)
+    dist.barrier()
+    results.put((rank, tensor.item()))
+    dist.destroy_process_group()
+
+
+def test_gloo_with_a_new_group_over_the_view(servers: dict[str, Any], tmp_path: Path) -> None:
+    opener = _opener("tcp", servers, tmp_path)
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_gloo_worker, args=(opener, r, results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert sorted(results.get(timeout=5) for _ in procs) == [(0, 3.0), (1, 3.0)]
