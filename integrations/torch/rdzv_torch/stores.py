@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -51,6 +53,17 @@ class TorchStoreView(dist.Store):  # type: ignore[misc]
     call it), never the rdzv store's, which other threads (heartbeats) may share; a read
     that runs out raises ``torch.distributed.DistStoreError``, as torch's stores do. C++
     callers reach ``deleteKey`` and ``getNumKeys`` by those names.
+
+    Queues work on every store type, built on the store contract: ``queue_push`` counts
+    the item at the tail (``add``) and writes it; ``queue_pop`` claims the head with a
+    ``compare_set`` whose value names the popper, so each item is popped exactly once, in
+    push order, across any number of processes. A pop from an empty queue waits up to this
+    view's timeout (``DistStoreError``), or with ``block=False`` raises
+    ``torch.distributed.QueueEmptyError``. A queue's keys live beside ``key``
+    (``<key>\x00queue/...``); a popped item is deleted where the store can delete. torch
+    2.13's own C++ stores cannot reach a Python store's queues (its ``PrefixStore`` over
+    the view raises ``NotImplementedError``): call them on the view. ``append`` and
+    ``list_keys`` are not served (``has_extended_api()`` is False).
     """
 
     def __init__(self, store: Store) -> None:
@@ -115,6 +128,63 @@ class TorchStoreView(dist.Store):  # type: ignore[misc]
         # the Python half (its methods) alive as long as the view it was cloned from.
         self._clones.append(view)
         return view
+
+    # -- queues ----------------------------------------------------------------------------
+
+    def _queue(self, key: str, part: str) -> str:
+        return f"{key}\x00queue/{part}"
+
+    def _head(self, key: str) -> tuple[bytes, int]:
+        """The queue's head record (``<index>:<claim token>``, b"" before the first pop)
+        and the index of the last item popped."""
+        raw = self._store.compare_set(self._queue(key, "head"), _ABSENT, _ABSENT)
+        if raw == _ABSENT.encode():
+            return b"", 0
+        return raw, int(raw.split(b":", 1)[0])
+
+    def queue_push(self, key: str, value: Any) -> None:
+        index = self._store.add(self._queue(key, "tail"), 1)
+        self._store.set(self._queue(key, f"item/{index}"), _raw(value))
+
+    def queue_len(self, key: str) -> int:
+        _, head = self._head(key)
+        return max(0, self._store.add(self._queue(key, "tail"), 0) - head)
+
+    def queue_pop(self, key: str, block: bool = True) -> bytes:
+        limit = self.timeout
+        deadline = time.monotonic() + limit.total_seconds()
+        while True:
+            raw, head = self._head(key)
+            item = self._queue(key, f"item/{head + 1}")
+            if head >= self._store.add(self._queue(key, "tail"), 0):
+                if not block:
+                    raise dist.QueueEmptyError(f"The queue {key!r} is empty.")
+                remaining = deadline - time.monotonic()
+                try:
+                    if remaining <= 0:
+                        raise StoreTimeoutError(f"the queue {key!r} stayed empty")
+                    self._store.wait([item], timedelta(seconds=remaining))
+                except StoreTimeoutError as e:
+                    raise dist.DistStoreError(
+                        f"Wait timeout after {limit}: the queue {key!r} stayed empty"
+                    ) from e
+                continue
+            # A claim names its popper: compare_set answers it only to the one that won.
+            claim = f"{head + 1}:{secrets.token_hex(8)}".encode()
+            if self._store.compare_set(self._queue(key, "head"), raw, claim) != claim:
+                continue
+            # The pusher counted the item before writing it: wait for it (bounded).
+            try:
+                self._store.wait([item], max(self._store.timeout, limit))
+            except StoreTimeoutError as e:
+                raise dist.DistStoreError(
+                    f"Item {head + 1} of the queue {key!r} was counted but never written "
+                    "(did its pusher die?); the next pop moves past it."
+                ) from e
+            value = self._store.get(item)
+            if Capability.DELETE in self._store.capabilities:
+                self._store.delete_key(item)
+            return value
 
 
 def as_torch_store(store: Store) -> TorchStoreView:
