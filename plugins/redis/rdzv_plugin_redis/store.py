@@ -528,6 +528,8 @@ class RedisStore(Store):
         try:
             reply, applied = self._once("add", [full, self._keyset], [amount, self._channel(key)])
         except StoreError as e:
+            if isinstance(e, StoreConnectionError):
+                raise  # retried for read_timeout already (or the data is gone)
             if "overflow" in str(e):
                 return self._add_wrapping(key, amount)
             (current,) = self._values([full])

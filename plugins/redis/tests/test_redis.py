@@ -311,3 +311,15 @@ def test_redis_py_never_resends_a_command_itself(redis_server: RedisServer) -> N
     store = open_store(redis_server.port, "r/")
     retry = store._client.get_connection_kwargs()["retry"]
     assert retry.get_retries() == 0
+
+
+def test_an_add_on_a_dead_redis_fails_within_the_read_timeout(own_redis: RedisServer) -> None:
+    store = RedisStore(
+        host="127.0.0.1", port=own_redis.port, prefix="d/", timeout=timedelta(seconds=3)
+    )
+    store.add("n", 1)
+    own_redis.kill()
+    started = time.monotonic()
+    with pytest.raises(StoreConnectionError, match="could not reach Redis"):
+        store.add("n", 1)
+    assert time.monotonic() - started < 3 + 2, "the failure was retried twice over"
