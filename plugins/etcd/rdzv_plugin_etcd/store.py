@@ -359,18 +359,19 @@ class EtcdStore(Store):
         return ops
 
     def _apply_once(
-        self, condition: list[dict[str, Any]], raw: bytes, value: bytes, deadline: float
+        self, condition: list[dict[str, Any]], raw: bytes, write: dict[str, Any], deadline: float
     ) -> tuple[dict[str, Any] | None, bool]:
-        """Put ``value`` at ``raw`` if ``condition`` holds, exactly once through failures.
+        """Apply ``write`` (a put or a delete of ``raw``) if ``condition`` holds, exactly once
+        through failures.
 
-        Returns (the key's kv after a failed condition, whether this call's put applied).
+        Returns (the key's kv after a failed condition, whether this call's write applied).
         """
         ops = self._operations()
         mine: set[str] = set()
         while True:
             op = str(next(self._op_ids))
             compare = [*condition, _mod_is(ops.key, ops.revision)]
-            success = [self._put(raw, value), self._put(ops.key, op.encode())]
+            success = [write, self._put(ops.key, op.encode())]
             body = {"compare": compare, "success": success, "failure": [_get(raw), _get(ops.key)]}
             try:
                 reply = self._post("/kv/txn", body, deadline, once=True)
@@ -498,7 +499,8 @@ class EtcdStore(Store):
         while True:
             result = add_to_value(key, _unb64(kv.get("value")) if kv else None, amount)
             condition = [_mod_is(raw, kv["mod_revision"] if kv else 0)]
-            kv, applied = self._apply_once(condition, raw, str(result).encode(), deadline)
+            write = self._put(raw, str(result).encode())
+            kv, applied = self._apply_once(condition, raw, write, deadline)
             if applied:
                 return result
 
@@ -514,7 +516,7 @@ class EtcdStore(Store):
                 {"key": _b64(raw), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
             ]
         while True:
-            kv, applied = self._apply_once(condition, raw, new, deadline)
+            kv, applied = self._apply_once(condition, raw, self._put(raw, new), deadline)
             if applied:
                 return new
             if kv is None:
@@ -546,34 +548,12 @@ class EtcdStore(Store):
     def delete_key(self, key: str) -> bool:
         raw = self._k(key)
         deadline = time.monotonic() + self._seconds
-        ops = self._operations()
-        mine: set[str] = set()
-        while True:  # exactly once, like _apply_once: "did it delete?" survives a retry
-            op = str(next(self._op_ids))
-            compare = [
-                {"key": _b64(raw), "target": "CREATE", "result": "GREATER", "create_revision": "0"},
-                _mod_is(ops.key, ops.revision),
-            ]
-            success = [
-                {"request_delete_range": {"key": _b64(raw)}},
-                self._put(ops.key, op.encode()),
-            ]
-            body = {"compare": compare, "success": success, "failure": [_get(raw), _get(ops.key)]}
-            try:
-                reply = self._post("/kv/txn", body, deadline, once=True)
-            except _Transient:
-                mine.add(op)
-                reply = self._txn([], [_get(raw), _get(ops.key)], [], deadline)
-            else:
-                if reply.get("succeeded", False):
-                    ops.revision = reply["header"]["revision"]
-                    return True
-            kv, record = _kv(reply["responses"][0]), _kv(reply["responses"][1])
-            ops.revision = record["mod_revision"] if record else "0"
-            if record is not None and _unb64(record.get("value")).decode() in mine:
-                return True
-            if kv is None:
-                return False
+        exists = {"key": _b64(raw), "target": "CREATE", "result": "GREATER", "create_revision": "0"}
+        delete = {"request_delete_range": {"key": _b64(raw)}}
+        while True:  # "did it delete?" survives a retry, like add and compare_set
+            kv, applied = self._apply_once([exists], raw, delete, deadline)
+            if applied or kv is None:
+                return applied
 
     def num_keys(self) -> int:
         reply = self._post(

@@ -413,10 +413,13 @@ class RedisStore(Store):
             except _Transient as e:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise StoreConnectionError(
-                        f"Lost or could not reach Redis ({self.where}) for {self._seconds:g} s: {e}"
-                    ) from e.__cause__
+                    raise self._unreachable(e) from e.__cause__
                 time.sleep(min(next(delays), remaining))
+
+    def _unreachable(self, error: _Transient) -> StoreConnectionError:
+        return StoreConnectionError(
+            f"Lost or could not reach Redis ({self.where}) for {self._seconds:g} s: {error}"
+        )
 
     def _run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """One run of script ``name``; with ``sync_replicas``, followed in the same round
@@ -462,10 +465,14 @@ class RedisStore(Store):
         floor = self._seq
         reply: list[Any] = self._call(self._client.mget, [*self._meta, *full])
         epoch, seq, *values = reply
+        self._check_meta(epoch, seq, floor)
+        return values
+
+    def _check_meta(self, epoch: bytes | None, seq: bytes | int | None, floor: int) -> None:
+        """Check the epoch and write count a read brought back (see the module docstring)."""
         if epoch != self._epoch:
             self._checked([-2], floor)
         self._see(int(seq or 0), floor)
-        return values
 
     def _operations(self) -> _Operations:
         ops = self._ops
@@ -493,9 +500,7 @@ class RedisStore(Store):
             except _Transient as e:
                 mine.add(op)
                 if time.monotonic() > deadline:
-                    raise StoreConnectionError(
-                        f"Lost or could not reach Redis ({self.where}) for {self._seconds:g} s: {e}"
-                    ) from e.__cause__
+                    raise self._unreachable(e) from e.__cause__
                 time.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
                 (record,) = self._values([ops.key])  # applied or not: the record tells
                 record = bytes(record or b"")
@@ -619,9 +624,7 @@ class RedisStore(Store):
         floor = self._seq
         keys = [*self._meta, self._keyset]
         epoch, seq, count = self._call(self._scripts["count"], keys=keys)
-        if epoch != self._epoch:
-            self._checked([-2], floor)
-        self._see(int(seq or 0), floor)
+        self._check_meta(epoch, seq, floor)
         return int(count)
 
     def multi_get(self, keys: Sequence[str]) -> list[bytes]:
