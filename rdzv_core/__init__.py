@@ -12,6 +12,7 @@ from .endpoint import is_local_host, parse_endpoint, parse_read_timeout
 from .errors import (
     PluginConflictError,
     PluginLoadError,
+    QueueEmptyError,
     RendezvousClosedError,
     RendezvousConnectionError,
     RendezvousError,
@@ -48,6 +49,7 @@ __all__ = [
     "PluginInfo",
     "PluginLoadError",
     "PrefixStore",
+    "QueueEmptyError",
     "RendezvousBackend",
     "RendezvousClosedError",
     "RendezvousConnectionError",

@@ -24,6 +24,14 @@ class Capability(str, enum.Enum):
     DELETE = "delete"
     #: Keys can expire with a lease/TTL when their owner goes away.
     LEASES = "leases"
+    #: ``append`` is one native operation of the engine (the generic one is a
+    #: ``compare_set`` loop: atomic too, but it retries under contention).
+    APPEND = "append"
+    #: ``list_keys`` lists the store's keys (no generic version is possible).
+    LIST_KEYS = "list-keys"
+    #: The queue operations are native: a push is one atomic step, queues are not keys,
+    #: and a blocked pop is woken by the push (see :meth:`Store.queue_pop`).
+    QUEUES = "queues"
 
     def __str__(self) -> str:
         return self.value

@@ -12,6 +12,7 @@ import sys
 __all__ = [
     "PluginConflictError",
     "PluginLoadError",
+    "QueueEmptyError",
     "RendezvousClosedError",
     "RendezvousConnectionError",
     "RendezvousError",
@@ -69,6 +70,10 @@ class StoreDataLostError(StoreConnectionError):
     """The store's engine lost data it had acknowledged: a server restarted empty, a
     failover that dropped the latest writes, a wiped or restored database. Retrying cannot
     bring the data back; the run must start again."""
+
+
+class QueueEmptyError(StoreError):
+    """A non-blocking ``queue_pop`` found the queue empty."""
 
 
 class UnknownOptionWarning(UserWarning):

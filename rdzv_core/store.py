@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import timedelta
@@ -11,8 +13,11 @@ from typing import ClassVar
 from . import storekit
 from .capability import Capability
 from .deprecation import moved_names
+from .errors import StoreError, StoreTimeoutError
 
 __all__ = ["PrefixStore", "Store"]
+
+_PEEK = "\x00rdzv-peek"  # compare_set(key, _PEEK, _PEEK) reads a key without waiting
 
 # The store author's helpers lived here until 0.2.0 (rdzv_core.storekit since).
 __getattr__, __deprecated__ = moved_names(
@@ -43,6 +48,12 @@ class Store(ABC):
     :class:`~rdzv_core.errors.StoreTimeoutError`. A store that cannot reach its medium raises
     :class:`~rdzv_core.errors.StoreError` (``StoreConnectionError`` when the link is lost).
     Stores are context managers; ``close()`` is idempotent.
+
+    Optional operations: ``append`` and ``list_keys`` need the engine's help (a store type
+    declares :attr:`Capability.APPEND` / :attr:`Capability.LIST_KEYS` and overrides them;
+    without, they raise ``NotImplementedError``). The queue operations work on every store:
+    the versions here are built on ``add`` and ``compare_set``, and store types with
+    :attr:`Capability.QUEUES` override them with native ones.
     """
 
     #: What this store can do beyond the basic contract (see :class:`Capability`).
@@ -121,6 +132,97 @@ class Store(ABC):
         for k, v in zip(keys, values):
             self.set(k, v)
 
+    def append(self, key: str, value: storekit.Value) -> None:
+        """Append ``value`` to the value of ``key``, creating it when absent; atomic.
+
+        Needs :attr:`Capability.APPEND`: a ``compare_set`` loop cannot do it correctly
+        (its reply cannot tell this append from an identical one by another client).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot append: its store type does not declare the "
+            f"'{Capability.APPEND}' capability."
+        )
+
+    def list_keys(self) -> list[str]:
+        """Every key the store holds, in no particular order (queues are not keys).
+
+        Needs :attr:`Capability.LIST_KEYS`.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot list keys: its store type does not declare the "
+            f"'{Capability.LIST_KEYS}' capability."
+        )
+
+    # -- queues ----------------------------------------------------------------------------
+    #
+    # The generic queue below lives in ordinary keys beside ``key`` (``<key>\x00queue/...``,
+    # counted by num_keys): ``tail`` counts the items pushed, ``item/<n>`` holds each, and
+    # ``head`` (``<n>:<claim token>``) names the last item popped. A pop claims the next
+    # index with a compare_set whose value is unique to it, so each item goes to exactly
+    # one popper, in push order. A push is two steps (count, then write): a pusher that dies
+    # between them leaves a hole; the pop that claims it fails after ``timeout`` and the
+    # next pop moves past it.
+
+    def _queue_key(self, key: str, part: str) -> str:
+        return f"{storekit.check_key(key)}\x00queue/{part}"
+
+    def _queue_head(self, key: str) -> tuple[bytes, int]:
+        raw = self.compare_set(self._queue_key(key, "head"), _PEEK, _PEEK)
+        if raw == _PEEK.encode():
+            return b"", 0
+        return raw, int(raw.split(b":", 1)[0])
+
+    def queue_push(self, key: str, value: storekit.Value) -> None:
+        """Append ``value`` to the queue ``key`` and wake one blocked ``queue_pop``."""
+        raw = storekit.to_bytes(value)
+        index = self.add(self._queue_key(key, "tail"), 1)
+        self.set(self._queue_key(key, f"item/{index}"), raw)
+
+    def queue_len(self, key: str) -> int:
+        """How many items the queue ``key`` holds (0 for a queue never pushed to)."""
+        _, head = self._queue_head(key)
+        return max(0, self.add(self._queue_key(key, "tail"), 0) - head)
+
+    def queue_pop(
+        self, key: str, block: bool = True, timeout: timedelta | float | None = None
+    ) -> bytes:
+        """Remove and return the oldest item of the queue ``key``; each item is popped once.
+
+        An empty queue: with ``block`` wait up to ``timeout`` (default :attr:`timeout`) for
+        a push, then raise :class:`~rdzv_core.errors.StoreTimeoutError`; without, raise
+        :class:`~rdzv_core.errors.QueueEmptyError` at once.
+        """
+        limit = storekit.as_timeout(timeout, self.timeout)
+        deadline = time.monotonic() + limit.total_seconds()
+        while True:
+            raw, head = self._queue_head(key)
+            item = self._queue_key(key, f"item/{head + 1}")
+            if head >= self.add(self._queue_key(key, "tail"), 0):
+                if not block:
+                    raise storekit.queue_empty_error(key)
+                remaining = deadline - time.monotonic()
+                try:
+                    if remaining <= 0:
+                        raise storekit.queue_timeout_error(key, limit)
+                    self.wait([item], timedelta(seconds=remaining))
+                except StoreTimeoutError:
+                    raise storekit.queue_timeout_error(key, limit) from None
+                continue
+            claim = f"{head + 1}:{secrets.token_hex(8)}".encode()
+            if self.compare_set(self._queue_key(key, "head"), raw, claim) != claim:
+                continue  # another pop took it
+            try:
+                self.wait([item], max(self.timeout, limit))
+            except StoreTimeoutError as e:
+                raise StoreError(
+                    f"Item {head + 1} of the queue {key!r} was counted but never written "
+                    "(did its pusher die?); the next pop moves past it."
+                ) from e
+            value = self.get(item)
+            if Capability.DELETE in self.capabilities:
+                self.delete_key(item)
+            return value
+
     def close(self) -> None:  # noqa: B027 - stores without resources need nothing here
         """Release the store's resources; later operations may fail. Idempotent."""
 
@@ -139,13 +241,18 @@ class Store(ABC):
 class PrefixStore(Store):
     """A view of ``store`` in which every key is stored as ``"{prefix}/{key}"``.
 
-    It shares the underlying store's timeout; ``num_keys`` counts the whole underlying
-    store, and ``close`` leaves the underlying store open.
+    It shares the underlying store's timeout and capabilities; ``num_keys`` counts the
+    whole underlying store, ``list_keys`` only this prefix's keys (without the prefix), and
+    ``close`` leaves the underlying store open.
     """
 
     def __init__(self, prefix: str, store: Store) -> None:
         self.prefix = prefix
         self.underlying_store = store
+
+    @property  # type: ignore[misc]
+    def capabilities(self) -> frozenset[Capability]:  # type: ignore[override]
+        return self.underlying_store.capabilities
 
     @property
     def timeout(self) -> timedelta:
@@ -194,3 +301,21 @@ class PrefixStore(Store):
 
     def multi_set(self, keys: Sequence[str], values: Sequence[storekit.Value]) -> None:
         self.underlying_store.multi_set(self._ks(keys), values)
+
+    def append(self, key: str, value: storekit.Value) -> None:
+        self.underlying_store.append(self._k(key), value)
+
+    def list_keys(self) -> list[str]:
+        start = f"{self.prefix}/"
+        return [k[len(start) :] for k in self.underlying_store.list_keys() if k.startswith(start)]
+
+    def queue_push(self, key: str, value: storekit.Value) -> None:
+        self.underlying_store.queue_push(self._k(key), value)
+
+    def queue_pop(
+        self, key: str, block: bool = True, timeout: timedelta | float | None = None
+    ) -> bytes:
+        return self.underlying_store.queue_pop(self._k(key), block, timeout)
+
+    def queue_len(self, key: str) -> int:
+        return self.underlying_store.queue_len(self._k(key))

@@ -35,7 +35,7 @@ from datetime import timedelta
 from typing import TypeAlias, TypeVar
 
 from .endpoint import check_host, is_local_host, resolver_host, split_url
-from .errors import StoreTimeoutError
+from .errors import QueueEmptyError, StoreTimeoutError
 from .params import RendezvousParameters
 
 S = TypeVar("S")
@@ -52,6 +52,8 @@ __all__ = [
     "check_multi_set",
     "compare_set_outcome",
     "host_or_join",
+    "queue_empty_error",
+    "queue_timeout_error",
     "read_timeout",
     "readable_file",
     "resolver_host",
@@ -116,6 +118,18 @@ def timeout_error(keys: Sequence[str], timeout: timedelta) -> StoreTimeoutError:
     """The error a blocking read raises after waiting ``timeout`` for ``keys``."""
     millis = round(timeout.total_seconds() * 1000)
     return StoreTimeoutError(f"Timed out after {millis} ms waiting for keys: {', '.join(keys)}")
+
+
+def queue_timeout_error(key: str, timeout: timedelta) -> StoreTimeoutError:
+    """The error a blocking ``queue_pop`` raises after the queue ``key`` stayed empty for
+    ``timeout``."""
+    millis = round(timeout.total_seconds() * 1000)
+    return StoreTimeoutError(f"Timed out after {millis} ms waiting for an item in queue {key!r}")
+
+
+def queue_empty_error(key: str) -> QueueEmptyError:
+    """The error a non-blocking ``queue_pop`` raises on an empty queue."""
+    return QueueEmptyError(f"The queue {key!r} is empty.")
 
 
 def add_to_value(key: str | bytes, current: bytes | None, amount: int) -> int:

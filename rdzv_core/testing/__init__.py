@@ -25,7 +25,7 @@ except ImportError as e:  # pragma: no cover - exercised in a venv without pytes
     ) from e
 
 #: The version of the suite's tests (see the module docstring).
-SUITE_VERSION = "3"
+SUITE_VERSION = "4"
 
 # Show the values behind a failed check in the suite's own asserts, as in test files.
 pytest.register_assert_rewrite(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -17,6 +18,8 @@ from ..storekit import (
     check_key,
     check_keys,
     check_multi_set,
+    queue_empty_error,
+    queue_timeout_error,
     timeout_error,
     to_bytes,
 )
@@ -27,6 +30,7 @@ __all__ = ["MemoryStore"]
 class _Data:
     def __init__(self) -> None:
         self.values: dict[str, bytes] = {}
+        self.queues: dict[str, deque[bytes]] = {}
         self.changed = threading.Condition()
 
 
@@ -38,7 +42,9 @@ class MemoryStore(Store):
     notifies: no polling.
     """
 
-    capabilities = frozenset({Capability.DELETE})
+    capabilities = frozenset(
+        {Capability.DELETE, Capability.APPEND, Capability.LIST_KEYS, Capability.QUEUES}
+    )
 
     def __init__(self, timeout: timedelta = timedelta(seconds=300), *, _data: _Data | None = None):
         super().__init__(timeout)
@@ -135,6 +141,52 @@ class MemoryStore(Store):
         with data.changed:
             data.values.update(zip(keys, raws))
             data.changed.notify_all()
+
+    def append(self, key: str, value: Value) -> None:
+        key, raw = check_key(key), to_bytes(value)
+        data = self._open()
+        with data.changed:
+            data.values[key] = data.values.get(key, b"") + raw
+            data.changed.notify_all()
+
+    def list_keys(self) -> list[str]:
+        data = self._open()
+        with data.changed:
+            return list(data.values)
+
+    def queue_push(self, key: str, value: Value) -> None:
+        key, raw = check_key(key), to_bytes(value)
+        data = self._open()
+        with data.changed:
+            data.queues.setdefault(key, deque()).append(raw)
+            data.changed.notify_all()
+
+    def queue_pop(
+        self, key: str, block: bool = True, timeout: timedelta | float | None = None
+    ) -> bytes:
+        key = check_key(key)
+        limit = as_timeout(timeout, self.timeout)
+        deadline = time.monotonic() + limit.total_seconds()
+        data = self._open()
+        with data.changed:
+            while not data.queues.get(key):
+                if not block:
+                    raise queue_empty_error(key)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise queue_timeout_error(key, limit)
+                data.changed.wait(remaining)
+            queue = data.queues[key]
+            value = queue.popleft()
+            if not queue:
+                del data.queues[key]
+            return value
+
+    def queue_len(self, key: str) -> int:
+        key = check_key(key)
+        data = self._open()
+        with data.changed:
+            return len(data.queues.get(key, ()))
 
     def close(self) -> None:
         self._closed = True

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from ..capability import Capability
-from ..errors import StoreTimeoutError
+from ..errors import QueueEmptyError, StoreTimeoutError
 from ..store import Store
 from ._support import StoreFactory, SuiteBase, requires, run_in_processes
 
@@ -68,6 +68,20 @@ def _announce_then_read(client: Store, index: int) -> bytes:
 
 def _open_and_add(client: Store, index: int) -> int:
     return client.add("opened", 1)
+
+
+def _pop_until_empty(client: Store, index: int) -> list[int]:
+    popped = []
+    while True:
+        try:
+            popped.append(int(client.queue_pop("jobs", block=False)))
+        except QueueEmptyError:
+            return popped
+
+
+def _announce_then_pop(client: Store, index: int) -> bytes:
+    client.set("popping", "1")
+    return client.queue_pop("inbox", timeout=60)
 
 
 def _counter_by_compare_set(store: Store, key: str, owner: str, increments: int) -> int:
@@ -508,6 +522,131 @@ class StoreConformance(SuiteBase):
         runner.join(60)
         thread.join()
         assert results == [[b"hello"]], "the child did not read the parent's write"
+
+    # -- append and list_keys --------------------------------------------------------------
+
+    @requires(Capability.APPEND)
+    def test_append_creates_then_concatenates(self, new_client: StoreFactory) -> None:
+        store, other = new_client(), new_client()
+        store.append("word", "po")
+        other.append("word", b"tato")
+        assert store.get("word") == b"potato", "append must create a missing key, then extend it"
+        store.append("word", "")
+        assert other.get("word") == b"potato", "appending nothing must change nothing"
+
+    @requires(Capability.APPEND)
+    def test_append_wakes_a_blocked_get(self, new_client: StoreFactory) -> None:
+        store, other = new_client(), new_client()
+        store.timeout = timedelta(seconds=30)
+        _in_thread(lambda: other.append("late", "x"), delay=0.1)
+        assert store.get("late") == b"x", "an append that creates a key must wake its readers"
+
+    @requires(Capability.APPEND)
+    def test_concurrent_identical_appends_are_all_kept(self, new_client: StoreFactory) -> None:
+        """Equal appends racing on one value: a compare_set loop would lose some."""
+        clients = [new_client() for _ in range(4)]
+        threads = [
+            threading.Thread(target=lambda c=c: [c.append("log", "x") for _ in range(50)])
+            for c in clients
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert clients[0].get("log") == b"x" * 200, "an append was lost or applied twice"
+
+    @requires(Capability.LIST_KEYS)
+    def test_list_keys(self, new_client: StoreFactory) -> None:
+        store, other = new_client(), new_client()
+        assert store.list_keys() == [], "a new store lists no keys"
+        store.set("a", "1")
+        other.add("b", 1)
+        store.compare_set("c", "", "3")
+        assert sorted(other.list_keys()) == ["a", "b", "c"], "list_keys must list every key"
+        if Capability.DELETE in self.declared_capabilities(store):
+            store.delete_key("a")
+            assert sorted(other.list_keys()) == ["b", "c"], "a deleted key must not be listed"
+
+    # -- queues ----------------------------------------------------------------------------
+
+    def test_queue_is_fifo_and_len_counts(self, new_client: StoreFactory) -> None:
+        store, other = new_client(), new_client()
+        assert store.queue_len("q") == 0, "a queue never pushed to has length 0"
+        for item in ("a", b"b", "c"):
+            store.queue_push("q", item)
+        assert other.queue_len("q") == 3, "queue_len must count the items pushed"
+        popped = [other.queue_pop("q"), store.queue_pop("q", block=False), other.queue_pop("q")]
+        assert popped == [b"a", b"b", b"c"], "a queue must pop in push order"
+        assert store.queue_len("q") == 0, "a queue popped empty has length 0"
+
+    def test_queues_are_independent(self, store: Store) -> None:
+        store.queue_push("left", "L")
+        store.queue_push("right", "R")
+        assert store.queue_pop("right") == b"R", "a pop must come from the queue it names"
+        assert store.queue_len("left") == 1, "a pop from another queue must not touch this one"
+
+    def test_empty_queue_pop_without_block_raises_queue_empty(self, store: Store) -> None:
+        with pytest.raises(QueueEmptyError):
+            store.queue_pop("none", block=False)
+        store.queue_push("none", "x")
+        store.queue_pop("none")
+        with pytest.raises(QueueEmptyError):
+            store.queue_pop("none", block=False)
+
+    def test_queue_pop_times_out_with_store_timeout_error(self, store: Store) -> None:
+        store.timeout = timedelta(seconds=SHORT)
+        start = time.monotonic()
+        with pytest.raises(StoreTimeoutError):
+            store.queue_pop("never")
+        waited = time.monotonic() - start
+        assert SHORT * 0.9 <= waited < SHORT + SLACK, f"waited {waited:.2f}s for a {SHORT}s timeout"
+        store.queue_push("never", "now")
+        assert store.queue_pop("never", timeout=0) == b"now", "the queue must work after a timeout"
+
+    def test_queue_pop_woken_by_push_from_another_client(self, new_client: StoreFactory) -> None:
+        store, other = new_client(), new_client()
+        store.timeout = timedelta(seconds=30)
+        _in_thread(lambda: other.queue_push("wake", "up"), delay=0.2)
+        start = time.monotonic()
+        assert store.queue_pop("wake") == b"up", "a blocked pop must get the item pushed"
+        assert time.monotonic() - start < SLACK, "a blocked pop must wake promptly on a push"
+
+    @requires(Capability.QUEUES)
+    def test_native_queues_are_not_keys(self, store: Store) -> None:
+        store.queue_push("q", "item")
+        assert store.num_keys() == 0, "a native queue must not count as a key"
+        assert store.check(["q"]) is False, "a native queue must not be a key"
+        store.set("q", "value")
+        assert store.queue_pop("q") == b"item", "a key of the same name must not touch the queue"
+        assert store.get("q") == b"value", "a queue of the same name must not touch the key"
+
+    @requires(Capability.CROSS_PROCESS)
+    def test_queue_pop_exactly_once_across_processes(
+        self, process_store_factory: StoreFactory, store: Store
+    ) -> None:
+        for i in range(120):
+            store.queue_push("jobs", str(i))
+        results = run_in_processes(process_store_factory, _pop_until_empty, 6)
+        for popped in results:
+            assert popped == sorted(popped), "one popper must see items in push order"
+        seen = sorted(i for popped in results for i in popped)
+        assert seen == list(range(120)), "an item was lost or popped twice across processes"
+        assert store.queue_len("jobs") == 0, "the queue must be empty once every item is popped"
+
+    @requires(Capability.CROSS_PROCESS)
+    def test_queue_pop_woken_by_push_from_another_process(
+        self, process_store_factory: StoreFactory, store: Store
+    ) -> None:
+        store.timeout = timedelta(seconds=60)
+        results: list[list[bytes]] = []
+        runner = _in_thread(
+            lambda: results.append(run_in_processes(process_store_factory, _announce_then_pop, 1))
+        )
+        store.get("popping")
+        time.sleep(0.3)  # the child is blocked in queue_pop by now
+        store.queue_push("inbox", "from the parent")
+        runner.join(90)
+        assert results == [[b"from the parent"]], "the child's blocked pop did not get the push"
 
     # -- many first opens ------------------------------------------------------------------
 
