@@ -250,7 +250,7 @@ class PrefixStore(Store):
         self.prefix = prefix
         self.underlying_store = store
 
-    @property  # type: ignore[misc]
+    @property
     def capabilities(self) -> frozenset[Capability]:  # type: ignore[override]
         return self.underlying_store.capabilities
 

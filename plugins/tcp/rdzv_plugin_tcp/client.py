@@ -18,6 +18,8 @@ from rdzv_core.storekit import (
     check_key,
     check_keys,
     check_multi_set,
+    queue_empty_error,
+    queue_timeout_error,
     resolver_host,
     timeout_error,
     to_bytes,
@@ -30,12 +32,14 @@ from .limits import ServerLimits, with_max_frame_size
 from .protocol import (
     ADD,
     ALIVE,
+    APPEND,
     CAS,
     CHECK,
     DELETE,
     FAILED,
     GET,
     I64,
+    LIST_KEYS,
     MAGIC,
     MAX_TIMEOUT_MS,
     MULTI_GET,
@@ -44,6 +48,9 @@ from .protocol import (
     NUM_KEYS,
     OK,
     PING,
+    QUEUE_LEN,
+    QUEUE_POP,
+    QUEUE_PUSH,
     SERVER_ID_SIZE,
     SET,
     TIMEOUT,
@@ -90,6 +97,9 @@ _VALUE_ERROR, _FAILED = bytes([VALUE_ERROR]), bytes([FAILED])
 _PING = bytes([PING])
 _SET, _GET, _ADD, _CAS, _WAIT, _CHECK, _DELETE, _NUM_KEYS, _MULTI_GET, _MULTI_SET = (
     bytes([op]) for op in (SET, GET, ADD, CAS, WAIT, CHECK, DELETE, NUM_KEYS, MULTI_GET, MULTI_SET)
+)
+_APPEND, _LIST_KEYS, _QUEUE_PUSH, _QUEUE_POP, _QUEUE_LEN = (
+    bytes([op]) for op in (APPEND, LIST_KEYS, QUEUE_PUSH, QUEUE_POP, QUEUE_LEN)
 )
 
 
@@ -737,6 +747,39 @@ class TCPStore(Store):
                 _MULTI_SET + fields([k.encode() for k in names]) + fields(raws),
                 what=f"multi_set of {len(names)} keys",
             )
+
+    def append(self, key: str, value: Value) -> None:
+        self._request(
+            _APPEND + field(check_key(key).encode()) + to_bytes(value),
+            what=f"append to key {key!r}",
+        )
+
+    def list_keys(self) -> list[str]:
+        return [k.decode() for k in Reader(self._request(_LIST_KEYS), 1).fields()]
+
+    def queue_push(self, key: str, value: Value) -> None:
+        self._request(
+            _QUEUE_PUSH + field(check_key(key).encode()) + to_bytes(value),
+            what=f"queue_push to queue {key!r}",
+        )
+
+    def queue_pop(
+        self, key: str, block: bool = True, timeout: timedelta | float | None = None
+    ) -> bytes:
+        limit = as_timeout(timeout, self.timeout)
+        payload = (
+            _QUEUE_POP
+            + field(check_key(key).encode())
+            + (b"\x01" if block else b"\x00")
+            + U64.pack(_millis(limit))
+        )
+        reply = self._request(payload, limit.total_seconds() if block else None)
+        if reply[0] == TIMEOUT:
+            raise queue_timeout_error(key, limit) if block else queue_empty_error(key)
+        return reply[1:]
+
+    def queue_len(self, key: str) -> int:
+        return Reader(self._request(_QUEUE_LEN + field(check_key(key).encode())), 1).u64()
 
     def close(self) -> None:
         with self._lock:

@@ -1,9 +1,10 @@
 """The TCP store's keyspace: what the store means, apart from how it is served.
 
-Values by key, decimal counters, compare-and-set, and parked reads: a read that waits for
-keys is parked on the first one missing, woken (through the ``wake`` callback) when a
-write sets the last of them, and handed back by :meth:`Keyspace.expire` once its deadline
-passes. No sockets, threads or locks: the server calls it from one thread at a time (under
+Values by key, decimal counters, compare-and-set, appends, FIFO queues (apart from the
+keys), and parked reads: a read that waits for keys is parked on the first one missing,
+woken (through the ``wake`` callback) when a write sets the last of them, and handed back
+by :meth:`Keyspace.expire` once its deadline passes. A pop from an empty queue parks the
+same way; a push hands its item straight to the longest-waiting pop. No sockets, threads or locks: the server calls it from one thread at a time (under
 its lock), and tests drive it directly.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Callable, Iterator
 
 from rdzv_core.storekit import add_to_value, compare_set_outcome
@@ -20,17 +22,19 @@ __all__ = ["Keyspace", "Waiter"]
 
 class Waiter:
     """A parked read: ``owner`` (whoever must be answered) waits for every key in
-    ``keys``; ``op`` says which read it was. Once ``done`` (woken, expired or cancelled)
-    it holds nothing."""
+    ``keys``; ``op`` says which read it was. A pop waits on the queue ``keys[0]`` and is
+    handed its ``item``. Once ``done`` (woken, expired or cancelled) it holds nothing."""
 
-    __slots__ = ("done", "keys", "on", "op", "owner")
+    __slots__ = ("done", "item", "keys", "on", "op", "owner", "pops")
 
     def __init__(self, owner: object, op: int, keys: list[bytes]) -> None:
         self.owner: object | None = owner
         self.op = op
         self.keys = keys
         self.done = False
-        self.on: bytes | None = None  # the key it is parked on
+        self.on: bytes | None = None  # the key (or queue) it is parked on
+        self.pops = False  # waits for a queue item, not for keys
+        self.item: bytes | None = None  # the item a woken pop was handed
 
 
 class Keyspace:
@@ -45,6 +49,8 @@ class Keyspace:
         self._wake = wake
         self._data: dict[bytes, bytes] = {}
         self._parked: dict[bytes, dict[Waiter, None]] = {}
+        self._queues: dict[bytes, deque[bytes]] = {}
+        self._poppers: dict[bytes, dict[Waiter, None]] = {}  # in arrival order
         # Deadlines of parked reads: (when, sequence, waiter). A waiter that is done leaves
         # its entry behind as a tombstone, dropped when it comes due or by tidy().
         self._timers: list[tuple[float, int, Waiter]] = []
@@ -76,6 +82,22 @@ class Keyspace:
             self._written(key)
         return returned
 
+    def append(self, key: bytes, value: bytes, limit: int) -> None:
+        """``value`` appended to the value at ``key`` (absent = empty). A result longer
+        than ``limit`` bytes is a ValueError, and nothing changes."""
+        current = self._data.get(key, b"")
+        if len(current) + len(value) > limit:
+            raise ValueError(
+                f"Appending {len(value)} bytes to key {key.decode('utf-8', 'replace')!r} "
+                f"would make its value {len(current) + len(value)} bytes, over the TCP store "
+                f"server's limit of {limit} bytes for one value (max_frame_size)."
+            )
+        self._data[key] = current + value
+        self._written(key)
+
+    def keys(self) -> list[bytes]:
+        return list(self._data)
+
     def multi_set(self, keys: list[bytes], values: list[bytes]) -> None:
         self._data.update(zip(keys, values))
         for key in keys:
@@ -97,6 +119,48 @@ class Keyspace:
     def __len__(self) -> int:
         return len(self._data)
 
+    # -- queues ----------------------------------------------------------------------------
+
+    def push(self, queue: bytes, item: bytes) -> None:
+        """Hand ``item`` to the longest-waiting pop of ``queue``, or keep it at the tail."""
+        poppers = self._poppers.get(queue)
+        while poppers:
+            waiter = next(iter(poppers))
+            del poppers[waiter]
+            if not poppers:
+                del self._poppers[queue]
+            if waiter.done:
+                continue
+            waiter.done = True
+            self._tombstones += 1
+            waiter.item = item
+            self._wake(waiter)
+            waiter.keys, waiter.owner, waiter.on, waiter.item = [], None, None, None
+            return
+        self._queues.setdefault(queue, deque()).append(item)
+
+    def pop(self, queue: bytes) -> bytes | None:
+        """The oldest item of ``queue``, removed; None when it is empty."""
+        items = self._queues.get(queue)
+        if not items:
+            return None
+        item = items.popleft()
+        if not items:
+            del self._queues[queue]
+        return item
+
+    def queue_len(self, queue: bytes) -> int:
+        return len(self._queues.get(queue, ()))
+
+    def park_pop(self, owner: object, op: int, queue: bytes, deadline: float | None) -> Waiter:
+        """Park a pop of the empty ``queue`` until a push or the ``deadline``."""
+        waiter = Waiter(owner, op, [queue])
+        waiter.pops, waiter.on = True, queue
+        self._poppers.setdefault(queue, {})[waiter] = None
+        if deadline is not None:
+            heapq.heappush(self._timers, (deadline, next(self._seq), waiter))
+        return waiter
+
     # -- parked reads ----------------------------------------------------------------------
 
     def park(self, owner: object, op: int, keys: list[bytes], deadline: float | None) -> Waiter:
@@ -114,11 +178,12 @@ class Keyspace:
             waiter.done = True
             self._tombstones += 1
         if waiter.on is not None:
-            parked = self._parked.get(waiter.on)
+            table = self._poppers if waiter.pops else self._parked
+            parked = table.get(waiter.on)
             if parked is not None:
                 parked.pop(waiter, None)
                 if not parked:
-                    del self._parked[waiter.on]
+                    del table[waiter.on]
         waiter.keys, waiter.owner, waiter.on = [], None, None
 
     def next_deadline(self) -> float | None:
@@ -150,11 +215,12 @@ class Keyspace:
             self._tombstones = 0
 
     def waiting(self) -> Iterator[Waiter]:
-        """Every parked read not yet done."""
-        for parked in self._parked.values():
-            for waiter in parked:
-                if not waiter.done:
-                    yield waiter
+        """Every parked read and pop not yet done."""
+        for table in (self._parked, self._poppers):
+            for parked in table.values():
+                for waiter in parked:
+                    if not waiter.done:
+                        yield waiter
 
     def _watch(self, waiter: Waiter) -> bool:
         """Park ``waiter`` on its first missing key; False if none is missing."""

@@ -31,7 +31,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_READ_TIMEOUT = 60
-CAPABILITIES = frozenset({Capability.CROSS_PROCESS, Capability.CROSS_HOST, Capability.DELETE})
+CAPABILITIES = frozenset(
+    {
+        Capability.CROSS_PROCESS,
+        Capability.CROSS_HOST,
+        Capability.DELETE,
+        Capability.APPEND,
+        Capability.LIST_KEYS,
+        Capability.QUEUES,
+    }
+)
 OPTIONS = {
     "bind_host": "address the hosted server listens on (default: every interface)",
     "auth_token": "shared secret (better: auth_token_file or $RDZV_TCP_AUTH_TOKEN)",

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 
 MAGIC = b"RDZV"
 #: The protocol version this client speaks.
-VERSION = 2
+VERSION = 3
 #: The client versions this server accepts; any other is refused with
-#: :func:`version_refusal`'s message.
-ACCEPTED_VERSIONS = frozenset({2})
+#: :func:`version_refusal`'s message. Version 3 adds append, list_keys and the queue
+#: operations to version 2, whose clients are served as before.
+ACCEPTED_VERSIONS = frozenset({2, 3})
 #: The first rdzv-plugin-tcp release that speaks each protocol version.
-FIRST_RELEASE = {1: "0.1.0", 2: "0.2.0"}
+FIRST_RELEASE = {1: "0.1.0", 2: "0.2.0", 3: "0.3.0"}
 AUTH_CONTEXT = b"rdzv-tcp-auth-v1"
 NONCE_SIZE = 32
 SERVER_ID_SIZE = 16
@@ -27,10 +28,13 @@ HANDSHAKE_FRAME_LIMIT = 64
 
 # Requests: one op byte, then the op's fields.
 SET, GET, ADD, CAS, WAIT, CHECK, DELETE, NUM_KEYS, MULTI_GET, MULTI_SET, PING = range(1, 12)
+# Version 3:
+APPEND, LIST_KEYS, QUEUE_PUSH, QUEUE_POP, QUEUE_LEN = range(12, 17)
 OP_NAMES = {
     SET: "set", GET: "get", ADD: "add", CAS: "compare_set", WAIT: "wait", CHECK: "check",
     DELETE: "delete_key", NUM_KEYS: "num_keys", MULTI_GET: "multi_get",
-    MULTI_SET: "multi_set", PING: "ping",
+    MULTI_SET: "multi_set", PING: "ping", APPEND: "append", LIST_KEYS: "list_keys",
+    QUEUE_PUSH: "queue_push", QUEUE_POP: "queue_pop", QUEUE_LEN: "queue_len",
 }  # fmt: skip
 PING_FRAME = b"\x00\x00\x00\x01" + bytes([PING])
 
@@ -118,10 +122,11 @@ def version_mismatch(where: str, server_version: int) -> str:
     )
 
 
-def hello_reply(server_id: bytes, max_frame_size: int, nonce: bytes | None) -> bytes:
+def hello_reply(version: int, server_id: bytes, max_frame_size: int, nonce: bytes | None) -> bytes:
     """The server's handshake reply payload: ``"RDZV" u8 version u8 auth`` then the
-    16-byte server instance id, the u32 frame limit and, with auth, the 32-byte nonce."""
-    auth = bytes([VERSION, 1 if nonce else 0])
+    16-byte server instance id, the u32 frame limit and, with auth, the 32-byte nonce. The
+    version is the client's own (every accepted client checks that it is)."""
+    auth = bytes([version, 1 if nonce else 0])
     return MAGIC + auth + server_id + U32.pack(max_frame_size) + (nonce or b"")
 
 

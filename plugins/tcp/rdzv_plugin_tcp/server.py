@@ -31,6 +31,7 @@ from .protocol import (
     ACCEPTED_VERSIONS,
     ADD,
     ALIVE,
+    APPEND,
     CAS,
     CHECK,
     DELETE,
@@ -38,6 +39,7 @@ from .protocol import (
     GET,
     HANDSHAKE_FRAME_LIMIT,
     I64,
+    LIST_KEYS,
     MAGIC,
     MAX_WAIT_SECONDS,
     MULTI_GET,
@@ -45,6 +47,9 @@ from .protocol import (
     NONCE_SIZE,
     NUM_KEYS,
     PING,
+    QUEUE_LEN,
+    QUEUE_POP,
+    QUEUE_PUSH,
     SERVER_ID_SIZE,
     SET,
     TIMEOUT,
@@ -778,11 +783,16 @@ class StoreServer:
                 self._refuse(conn, version_refusal(payload[4]))
             elif self._token is None:
                 conn.state = _READY
-                self._send(conn, [hello_reply(self.server_id, self.max_frame_size, None)])
+                self._send(
+                    conn, [hello_reply(payload[4], self.server_id, self.max_frame_size, None)]
+                )
             else:
                 conn.state = _AUTH
                 conn.nonce = os.urandom(NONCE_SIZE)
-                self._send(conn, [hello_reply(self.server_id, self.max_frame_size, conn.nonce)])
+                self._send(
+                    conn,
+                    [hello_reply(payload[4], self.server_id, self.max_frame_size, conn.nonce)],
+                )
         else:
             assert self._token is not None
             if verify(self._token, conn.nonce, bytes(payload)):
@@ -853,6 +863,51 @@ class StoreServer:
         if op == PING:
             r.end()
             return [bytes([ALIVE])]
+        return self._dispatch_v3(conn, op, r)
+
+    def _dispatch_v3(self, conn: _Conn | _Local, op: int, r: Reader) -> list[bytes] | None:
+        """The operations protocol version 3 added."""
+        keys = self._keys
+        if op == APPEND:
+            key = r.field()
+            value = r.rest()
+            try:
+                keys.append(key, value, self.limits.max_frame_size - 5)
+            except ValueError as e:
+                return [bytes([VALUE_ERROR]) + str(e).encode()]
+            return [b"\x00"]
+        if op == QUEUE_PUSH:
+            queue = r.field()
+            keys.push(queue, r.rest())
+            return [b"\x00"]
+        if op == QUEUE_POP:
+            queue = r.field()
+            block = r.u8()
+            timeout_ms = r.u64()
+            r.end()
+            item = keys.pop(queue)
+            if item is not None:
+                return [b"\x00", item]
+            if not block:
+                return [bytes([TIMEOUT])]
+            self._park(conn, QUEUE_POP, [queue], timeout_ms)
+            return None
+        if op == QUEUE_LEN:
+            queue = r.field()
+            r.end()
+            return [b"\x00" + U64.pack(keys.queue_len(queue))]
+        if op == LIST_KEYS:
+            r.end()
+            names = keys.keys()
+            size = 5 + sum(4 + len(k) for k in names)
+            if size > self.limits.max_frame_size:
+                message = (
+                    f"The list_keys reply would be {size} bytes ({len(names)} keys), over the "
+                    f"TCP store server's limit of {self.limits.max_frame_size} bytes "
+                    "(max_frame_size)."
+                )
+                return [bytes([VALUE_ERROR]) + message.encode()]
+            return _value_list(names)
         raise ProtocolError(f"unknown operation {op}")
 
     def _answer(self, op: int, keys: list[bytes]) -> list[bytes]:
@@ -924,7 +979,10 @@ class StoreServer:
         deadline = None
         if isinstance(conn, _Conn):
             deadline = time.monotonic() + min(timeout_ms / 1000, MAX_WAIT_SECONDS)
-        conn.waiter = self._keys.park(conn, op, keys, deadline)
+        if op == QUEUE_POP:
+            conn.waiter = self._keys.park_pop(conn, op, keys[0], deadline)
+        else:
+            conn.waiter = self._keys.park(conn, op, keys, deadline)
 
     def _woken(self, waiter: Waiter) -> None:
         """Answer a parked read whose keys are all set now (called by the keyspace)."""
@@ -934,7 +992,11 @@ class StoreServer:
             conn.waiter = None
         # else the loop thread unparks the connection when it sends the reply, so the
         # connection's later requests cannot overtake it
-        self._out(conn, self._answer(waiter.op, waiter.keys))
+        if waiter.pops:
+            assert waiter.item is not None
+            self._out(conn, [b"\x00", waiter.item])
+        else:
+            self._out(conn, self._answer(waiter.op, waiter.keys))
 
     def _expire(self, now: float) -> None:
         with self._lock:

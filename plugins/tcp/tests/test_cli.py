@@ -135,7 +135,14 @@ def test_rdzv_plugins_lists_tcp_and_reports_broken_plugins(tmp_path: Path) -> No
     (tcp,) = json.loads(out)
     assert tcp["name"] == "tcp" and tcp["status"] == "ok"
     assert tcp["distribution"] == "rdzv-plugin-tcp" and tcp["version"]
-    assert set(tcp["capabilities"]) == {"cross-process", "cross-host", "delete"}
+    assert set(tcp["capabilities"]) == {
+        "cross-process",
+        "cross-host",
+        "delete",
+        "append",
+        "list-keys",
+        "queues",
+    }
     assert tcp["default_read_timeout"] == 60
     assert {"auth_token_file", "max_frame_size", "max_connections"} <= set(tcp["options"])
     text, _ = rdzv("plugins", env={"RDZV_PLUGINS": "tcp"}).communicate(timeout=60)

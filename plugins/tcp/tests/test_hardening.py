@@ -29,6 +29,7 @@ from rdzv_plugin_tcp.protocol import (
     NUM_KEYS,
     OK,
     PING,
+    QUEUE_POP,
     SET,
     TIMEOUT,
     VALUE_ERROR,
@@ -575,3 +576,41 @@ def test_a_connection_costs_the_server_under_4_kib(server: ChildServer) -> None:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_append_and_list_keys_cannot_outgrow_a_frame() -> None:
+    """An append that would make a value no reply can carry, or a key list over the frame
+    limit, gets an error naming the limit; nothing changes and the connection stays usable."""
+    child = ChildServer(max_frame_size=64 * 1024)
+    try:
+        client = TCPStore("127.0.0.1", child.port)
+        client.append("grow", b"x" * 40_000)
+        with pytest.raises(ValueError, match="over the TCP store server's limit of 65531 bytes"):
+            client.append("grow", b"y" * 30_000)
+        assert client.get("grow") == b"x" * 40_000, "a refused append changed the value"
+        for start in range(0, 1500, 500):
+            names = [f"key-{i:05}" + "k" * 40 for i in range(start, start + 500)]
+            client.multi_set(names, ["v"] * 500)
+        with pytest.raises(ValueError, match=r"list_keys reply would be \d+ bytes \(1501 keys\)"):
+            client.list_keys()
+        client.delete_key("grow")
+        assert client.num_keys() == 1500, "the connection must stay usable"
+        client.close()
+    finally:
+        child.close()
+
+
+def test_a_pop_whose_client_leaves_takes_no_item(server: ChildServer) -> None:
+    """A client parks a blocking pop and disconnects: the next push stays in the queue."""
+    client = TCPStore("127.0.0.1", server.port)
+    assert client.queue_len("q") == 0
+    baseline = server.fds()
+    parked = raw_client(server.port)
+    parked.sendall(frame(bytes([QUEUE_POP]) + field(b"q") + b"\x01" + struct.pack(">Q", 60_000)))
+    assert wait_until(lambda: server.fds() == baseline + 1, 5)
+    parked.close()
+    assert wait_until(lambda: server.fds() == baseline, 5), "the server kept the connection"
+    client.queue_push("q", "kept")
+    assert client.queue_len("q") == 1, "a push went to a pop whose client had left"
+    assert client.queue_pop("q", block=False) == b"kept"
+    client.close()

@@ -8,7 +8,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from rdzv_plugin_tcp.keyspace import Keyspace, Waiter
-from rdzv_plugin_tcp.protocol import GET, MULTI_GET, WAIT
+from rdzv_plugin_tcp.protocol import GET, MULTI_GET, QUEUE_POP, WAIT
 
 
 class Recorder:
@@ -20,7 +20,11 @@ class Recorder:
 
     def wake(self, waiter: Waiter) -> None:
         assert waiter.done and waiter.owner is not None
-        self.woken.append((waiter.owner, waiter.op, self.keyspace.values(waiter.keys)))
+        if waiter.pops:
+            assert waiter.item is not None
+            self.woken.append((waiter.owner, waiter.op, [waiter.item]))
+        else:
+            self.woken.append((waiter.owner, waiter.op, self.keyspace.values(waiter.keys)))
 
 
 def test_values_counters_and_compare_set() -> None:
@@ -42,6 +46,50 @@ def test_values_counters_and_compare_set() -> None:
     assert ks.values([b"b", b"a"]) == [b"2", b"1"]
     assert ks.delete(b"a") and not ks.delete(b"a")
     assert len(ks) == 5  # k, n, big, c, b
+
+
+def test_append_and_keys() -> None:
+    recorder = Recorder()
+    ks = recorder.keyspace
+    ks.park("reader", GET, [b"w"], None)
+    ks.append(b"w", b"po", limit=10)
+    assert recorder.woken == [("reader", GET, [b"po"])], "an append that creates must wake"
+    ks.append(b"w", b"tato", limit=10)
+    assert ks.get(b"w") == b"potato"
+    with pytest.raises(ValueError, match="would make its value 11 bytes, over .* 10 bytes"):
+        ks.append(b"w", b"12345", limit=10)
+    assert ks.get(b"w") == b"potato", "a refused append changed the value"
+    assert sorted(ks.keys()) == [b"w"]
+
+
+def test_queues_are_fifo_apart_from_keys_and_a_push_wakes_the_oldest_pop() -> None:
+    recorder = Recorder()
+    ks = recorder.keyspace
+    assert ks.pop(b"q") is None and ks.queue_len(b"q") == 0
+    ks.push(b"q", b"a")
+    ks.push(b"q", b"b")
+    assert len(ks) == 0 and ks.get(b"q") is None, "a queue is not a key"
+    assert ks.queue_len(b"q") == 2 and ks.pop(b"q") == b"a" and ks.pop(b"q") == b"b"
+    assert ks.pop(b"q") is None
+    first = ks.park_pop("first", QUEUE_POP, b"q", 10.0)
+    ks.park_pop("second", QUEUE_POP, b"q", 10.0)
+    ks.cancel(first)  # the oldest pop went away: the next one gets the item
+    ks.park_pop("third", QUEUE_POP, b"q", 10.0)
+    ks.push(b"q", b"x")
+    ks.push(b"q", b"y")
+    ks.push(b"q", b"z")
+    assert recorder.woken == [("second", QUEUE_POP, [b"x"]), ("third", QUEUE_POP, [b"y"])]
+    assert ks.queue_len(b"q") == 1 and ks.pop(b"q") == b"z"
+    assert list(ks.waiting()) == []
+
+
+def test_a_parked_pop_expires_and_never_takes_an_item_afterwards() -> None:
+    recorder = Recorder()
+    ks = recorder.keyspace
+    ks.park_pop("late", QUEUE_POP, b"q", 1.0)
+    assert [owner for owner, _ in ks.expire(2.0)] == ["late"]
+    ks.push(b"q", b"kept")
+    assert recorder.woken == [] and ks.queue_len(b"q") == 1
 
 
 def test_a_parked_read_is_woken_by_the_write_that_completes_its_keys() -> None:

@@ -675,12 +675,12 @@ def test_spare_connections_close_after_going_unused(
 def _serve_replies(listener: socket.socket, replies: list[bytes]) -> None:
     """A server that shakes hands like ours, then answers each request with the next of
     ``replies`` (raw frame payloads), right or wrong."""
-    from rdzv_plugin_tcp.protocol import hello_reply
+    from rdzv_plugin_tcp.protocol import VERSION, hello_reply
 
     conn, _ = listener.accept()
     with conn:
         conn.recv(64)  # the hello
-        hello = hello_reply(os.urandom(16), 1 << 20, None)
+        hello = hello_reply(VERSION, os.urandom(16), 1 << 20, None)
         conn.sendall(struct.pack(">I", len(hello)) + hello)
         for reply in replies:
             if not conn.recv(4096):

@@ -4,7 +4,8 @@ to upgrade, and the server tells a client it does not accept the same.
 
 The other releases' servers and clients are played by raw sockets that send, byte for byte,
 what those releases send (0.1.0's server refused a version-2 client with exactly
-``unsupported protocol version 2; this server speaks 1``)."""
+``unsupported protocol version 2; this server speaks 1``, and 0.2.0's server a version-3
+client with ``unsupported protocol version 3; this server speaks 2 (accepts 2): ...``)."""
 
 from __future__ import annotations
 
@@ -59,8 +60,19 @@ class OtherRelease:
 
 
 @pytest.fixture
+def oldest_server() -> Iterator[OtherRelease]:
+    server = OtherRelease(f"unsupported protocol version {VERSION}; this server speaks 1")
+    yield server
+    server.close()
+
+
+@pytest.fixture
 def old_server() -> Iterator[OtherRelease]:
-    server = OtherRelease("unsupported protocol version 2; this server speaks 1")
+    server = OtherRelease(
+        f"unsupported protocol version {VERSION}; this server speaks 2 (accepts 2): upgrade "
+        "rdzv-plugin-tcp where this server runs (rdzv serve or the hosting node) to a release "
+        f"that speaks version {VERSION}"
+    )
     yield server
     server.close()
 
@@ -68,7 +80,7 @@ def old_server() -> Iterator[OtherRelease]:
 @pytest.fixture
 def new_server() -> Iterator[OtherRelease]:
     server = OtherRelease(
-        "unsupported protocol version 2; this server speaks 3 (accepts 3): upgrade "
+        f"unsupported protocol version {VERSION}; this server speaks 9 (accepts 9): upgrade "
         "rdzv-plugin-tcp on the client to 0.9.0 or later"
     )
     yield server
@@ -94,11 +106,20 @@ def test_a_client_meeting_an_older_server_is_told_to_upgrade_the_server(
         TCPStore("127.0.0.1", old_server.port, timeout=timedelta(seconds=30))
     assert time.monotonic() - started < 5, "a version mismatch was retried until the timeout"
     assert str(caught.value) == (
-        f"The TCP store at 127.0.0.1:{old_server.port} speaks protocol version 1 and this "
+        f"The TCP store at 127.0.0.1:{old_server.port} speaks protocol version 2 and this "
         f"client (rdzv-plugin-tcp {RELEASE}) speaks version {VERSION}: upgrade rdzv-plugin-tcp "
-        "where the server runs (rdzv serve or the hosting node) to 0.2.0 or later."
+        "where the server runs (rdzv serve or the hosting node) to 0.3.0 or later."
     )
     assert old_server.hellos == [struct.pack(">I", 5) + MAGIC + bytes([VERSION])]
+
+
+def test_a_client_meeting_a_0_1_server_is_told_to_upgrade_the_server(
+    oldest_server: OtherRelease,
+) -> None:
+    with pytest.raises(StoreConnectionError) as caught:
+        TCPStore("127.0.0.1", oldest_server.port, timeout=timedelta(seconds=30))
+    assert "speaks protocol version 1" in str(caught.value)
+    assert str(caught.value).endswith("to 0.3.0 or later.")
 
 
 def test_a_client_meeting_a_newer_server_is_told_to_upgrade_itself(
@@ -107,7 +128,7 @@ def test_a_client_meeting_a_newer_server_is_told_to_upgrade_itself(
     with pytest.raises(StoreConnectionError) as caught:
         TCPStore("127.0.0.1", new_server.port)
     assert str(caught.value) == (
-        f"The TCP store at 127.0.0.1:{new_server.port} speaks protocol version 3 and this "
+        f"The TCP store at 127.0.0.1:{new_server.port} speaks protocol version 9 and this "
         f"client (rdzv-plugin-tcp {RELEASE}) speaks version {VERSION}: upgrade rdzv-plugin-tcp "
         "on this client."
     )
@@ -120,7 +141,7 @@ def test_create_backend_reports_the_mismatch_as_the_cause(old_server: OtherRelea
     with pytest.raises(RendezvousConnectionError) as caught:
         create_backend(params)
     cause = caught.value.__cause__
-    assert isinstance(cause, StoreConnectionError) and "speaks protocol version 1" in str(cause)
+    assert isinstance(cause, StoreConnectionError) and "speaks protocol version 2" in str(cause)
     assert "\n" not in str(cause), "the mismatch is one line"
 
 
@@ -132,8 +153,8 @@ def test_the_server_tells_an_older_client_to_upgrade_the_client(port: int) -> No
         server.stop()
     # 0.1.0's client shows this after "The TCP store at HOST:PORT refused the connection: ".
     assert refusal == (
-        f"unsupported protocol version 1; this server speaks {VERSION} (accepts {VERSION}): "
-        "upgrade rdzv-plugin-tcp on the client to 0.2.0 or later"
+        f"unsupported protocol version 1; this server speaks {VERSION} (accepts 2, {VERSION}): "
+        "upgrade rdzv-plugin-tcp on the client to 0.3.0 or later"
     )
 
 
@@ -145,9 +166,30 @@ def test_the_server_tells_a_newer_client_to_upgrade_the_server(port: int) -> Non
         server.stop()
     assert refusal == (
         f"unsupported protocol version {VERSION + 1}; this server speaks {VERSION} "
-        f"(accepts {VERSION}): upgrade rdzv-plugin-tcp where this server runs (rdzv serve or "
+        f"(accepts 2, {VERSION}): upgrade rdzv-plugin-tcp where this server runs (rdzv serve or "
         f"the hosting node) to a release that speaks version {VERSION + 1}"
     )
+
+
+def test_a_version_2_client_is_still_served(port: int) -> None:
+    """0.2.0's client sends version 2, checks that the hello answers version 2, and uses
+    only version 2's operations: a newer server serves it as before."""
+    from rdzv_plugin_tcp.protocol import GET, SET, U64, field, frame
+
+    server = StoreServer("127.0.0.1", port).start()
+    try:
+        sock = raw_client(port, handshake=False)
+        sock.sendall(frame(MAGIC + bytes([2])))
+        size = struct.unpack(">I", sock.recv(4, socket.MSG_WAITALL))[0]
+        hello = sock.recv(size, socket.MSG_WAITALL)
+        assert hello[:5] == MAGIC + bytes([2]), "the hello must answer in the client's version"
+        sock.sendall(frame(bytes([SET]) + field(b"k") + b"v"))
+        assert sock.recv(5, socket.MSG_WAITALL) == frame(b"\x00")
+        sock.sendall(frame(bytes([GET]) + field(b"k") + U64.pack(1000)))
+        assert sock.recv(6, socket.MSG_WAITALL) == frame(b"\x00v")
+        sock.close()
+    finally:
+        server.stop()
 
 
 def test_our_refusal_is_read_back_by_our_client_as_a_mismatch(port: int) -> None:
