@@ -25,6 +25,9 @@ CAPABILITIES = frozenset(
         Capability.PERSISTENT,
         Capability.DELETE,
         Capability.LEASES,
+        Capability.APPEND,
+        Capability.LIST_KEYS,
+        Capability.QUEUES,
     }
 )
 

@@ -49,6 +49,8 @@ from rdzv_core.storekit import (
     check_key,
     check_keys,
     check_multi_set,
+    queue_empty_error,
+    queue_timeout_error,
     timeout_error,
     to_bytes,
 )
@@ -178,7 +180,14 @@ class EtcdStore(Store):
             ) from e
         # Keys under a lease vanish after the last client: leases, not persistence.
         self.capabilities = frozenset(  # type: ignore[misc]
-            {Capability.CROSS_PROCESS, Capability.CROSS_HOST, Capability.DELETE}
+            {
+                Capability.CROSS_PROCESS,
+                Capability.CROSS_HOST,
+                Capability.DELETE,
+                Capability.APPEND,
+                Capability.LIST_KEYS,
+                Capability.QUEUES,
+            }
             | {Capability.LEASES if ttl is not None else Capability.PERSISTENT}
         )
         if ttl is not None:
@@ -424,11 +433,17 @@ class EtcdStore(Store):
 
     # -- blocking reads --------------------------------------------------------------------
 
-    def _watch_once(self, key: bytes, start: int, seconds: float) -> dict[str, Any] | None:
-        """The first event on ``key`` from revision ``start`` within ``seconds``; None when
-        none came, or when the watch failed (the caller's next read fails over)."""
+    def _watch_once(
+        self, key: bytes, start: int, seconds: float, range_end: bytes | None = None
+    ) -> dict[str, Any] | None:
+        """The first event on ``key`` (or on the range up to ``range_end``) from revision
+        ``start`` within ``seconds``; None when none came, or when the watch failed (the
+        caller's next read fails over)."""
         index = self._current
-        body = {"create_request": {"key": _b64(key), "start_revision": str(start)}}
+        request = {"key": _b64(key), "start_revision": str(start)}
+        if range_end is not None:
+            request["range_end"] = _b64(range_end)
+        body = {"create_request": request}
         try:
             with self._session.post(
                 f"{self._urls[index]}/v3/watch",
@@ -582,6 +597,88 @@ class EtcdStore(Store):
         puts = [self._put(k, v) for k, v in latest.items()]
         for start in range(0, len(puts), _TXN_OPS):  # atomic up to etcd's txn size limit
             self._txn([], puts[start : start + _TXN_OPS], [])
+
+    def append(self, key: str, value: Value) -> None:
+        raw, tail = self._k(key), to_bytes(value)
+        deadline = time.monotonic() + self._seconds
+        kv, _ = self._range(raw, deadline)
+        while True:
+            current = _unb64(kv.get("value")) if kv else b""
+            condition = [_mod_is(raw, kv["mod_revision"] if kv else 0)]
+            kv, applied = self._apply_once(condition, raw, self._put(raw, current + tail), deadline)
+            if applied:
+                return
+
+    def list_keys(self) -> list[str]:
+        body = {
+            "key": _b64(self._prefix),
+            "range_end": _b64(_range_end(self._prefix)),
+            "keys_only": True,
+        }
+        start = len(self._prefix)
+        return [
+            _unb64(kv["key"])[start:].decode()
+            for kv in self._post("/kv/range", body).get("kvs") or []
+        ]
+
+    # -- queues: one key per item under the queue's prefix, in creation order -------------
+
+    def _queue(self, key: str) -> bytes:
+        name = check_key(key).encode()
+        return b"/rdzv-queue" + self._prefix + str(len(name)).encode() + b":" + name + b"\x00"
+
+    def queue_push(self, key: str, value: Value) -> None:
+        item = self._queue(key) + secrets.token_hex(8).encode()
+        deadline = time.monotonic() + self._seconds
+        self._apply_once([], item, self._put(item, to_bytes(value)), deadline)
+
+    def queue_len(self, key: str) -> int:
+        queue = self._queue(key)
+        body = {"key": _b64(queue), "range_end": _b64(_range_end(queue)), "count_only": True}
+        return int(self._post("/kv/range", body).get("count", "0"))
+
+    def _pop(self, queue: bytes) -> tuple[bytes | None, int]:
+        """The oldest item of ``queue``, deleted by this call (None when empty), and the
+        revision the queue was last seen empty or contended at."""
+        deadline = time.monotonic() + self._seconds
+        while True:
+            body = {
+                "key": _b64(queue),
+                "range_end": _b64(_range_end(queue)),
+                "limit": 1,
+                "sort_order": "ASCEND",
+                "sort_target": "CREATE",
+            }
+            reply = self._post("/kv/range", body, deadline)
+            kvs = reply.get("kvs") or []
+            if not kvs:
+                return None, int(reply["header"]["revision"])
+            head = kvs[0]
+            raw = _unb64(head["key"])
+            delete = {"request_delete_range": {"key": head["key"]}}
+            _, applied = self._apply_once(
+                [_mod_is(raw, head["mod_revision"])], raw, delete, deadline
+            )
+            if applied:
+                return _unb64(head.get("value")), 0
+            # another pop took it: read the head again
+
+    def queue_pop(
+        self, key: str, block: bool = True, timeout: timedelta | float | None = None
+    ) -> bytes:
+        limit = as_timeout(timeout, self.timeout)
+        deadline = time.monotonic() + limit.total_seconds()
+        queue = self._queue(key)
+        while True:
+            item, revision = self._pop(queue)
+            if item is not None:
+                return item
+            if not block:
+                raise queue_empty_error(key)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise queue_timeout_error(key, limit)
+            self._watch_once(queue, revision + 1, min(remaining, _PROBE_SECONDS), _range_end(queue))
 
     def close(self) -> None:
         if self._closed:

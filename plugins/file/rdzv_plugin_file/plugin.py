@@ -19,7 +19,16 @@ if TYPE_CHECKING:
     from .store import FileStore
 
 DEFAULT_READ_TIMEOUT = 300
-CAPABILITIES = frozenset({Capability.CROSS_PROCESS, Capability.PERSISTENT, Capability.DELETE})
+CAPABILITIES = frozenset(
+    {
+        Capability.CROSS_PROCESS,
+        Capability.PERSISTENT,
+        Capability.DELETE,
+        Capability.APPEND,
+        Capability.LIST_KEYS,
+        Capability.QUEUES,
+    }
+)
 
 
 def create_store(params: RendezvousParameters) -> FileStore:

@@ -5,6 +5,10 @@ processes appended, and appends its own as one checksummed record, so operations
 atomic across threads and processes and survive the crash of any of them. When the file
 grows well past its live data, the writer holding the lock rewrites it to a new file and
 renames that over the old one; others notice the old inode was unlinked and reopen.
+
+Queues live in the same records, under keys no user key can spell (they start with the
+byte 0xFF, which UTF-8 never produces): per queue a head and a tail counter and one key per
+item. A push or a pop is one record, so it is atomic and survives a crash like any write.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from rdzv_core.storekit import (
     check_key,
     check_keys,
     check_multi_set,
+    queue_empty_error,
+    queue_timeout_error,
     timeout_error,
     to_bytes,
 )
@@ -39,6 +45,7 @@ COMPACT_RATIO = 4  # compact when the file is this many times its live data
 _ENTRY_OVERHEAD = 9
 _POLL_FIRST = 0.0005
 _POLL_MAX = 0.008  # a waiter notices a write within about this long
+_HIDDEN = 0xFF  # the first byte of the queues' keys (never the first byte of UTF-8)
 
 
 def _fsync_directory(directory: str) -> None:
@@ -79,6 +86,7 @@ class FileStore(Store):
         self._lock = threading.RLock()
         self._closed = False
         self._values: dict[bytes, bytes] = {}
+        self._hidden = 0  # how many of them are queue keys
         self._live = 0
         self._offset = 0  # end of the last good record read
         self._size = 0  # file size when last read (beyond _offset: a torn write)
@@ -122,7 +130,7 @@ class FileStore(Store):
                 # Compacted by another process: its new file holds everything; start over.
                 os.close(self._fd)
                 self._fd = self._open(create=False)
-                self._values, self._live, self._offset = {}, 0, 0
+                self._values, self._hidden, self._live, self._offset = {}, 0, 0, 0
             try:
                 self._catch_up(st.st_size)
                 yield
@@ -167,11 +175,14 @@ class FileStore(Store):
         values = self._values
         for kind, key, value in entries:
             old = values.pop(key, None)
+            hidden = key[:1] == b"\xff"
             if old is not None:
                 self._live -= len(key) + len(old) + _ENTRY_OVERHEAD
+                self._hidden -= hidden
             if kind == SET:
                 values[key] = value
                 self._live += len(key) + len(value) + _ENTRY_OVERHEAD
+                self._hidden += hidden
 
     def _append(self, entries: list[Entry]) -> None:
         """Write ``entries`` as one record (lock held, cache caught up)."""
@@ -269,13 +280,19 @@ class FileStore(Store):
                 if all(k in values for k in keys):
                     return [values[k] for k in keys]
                 seen = self._signature()
-            delay = _POLL_FIRST
-            while self._signature() == seen:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise timeout_error(names, timeout)
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, _POLL_MAX)
+            if not self._changed_since(seen, deadline):
+                raise timeout_error(names, timeout)
+
+    def _changed_since(self, seen: tuple[int, int, int], deadline: float) -> bool:
+        """Whether the file changed from ``seen`` before ``deadline`` (polled, no lock)."""
+        delay = _POLL_FIRST
+        while self._signature() == seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, _POLL_MAX)
+        return True
 
     # -- the store contract ----------------------------------------------------------------
 
@@ -324,7 +341,7 @@ class FileStore(Store):
 
     def num_keys(self) -> int:
         with self._locked():
-            return len(self._values)
+            return len(self._values) - self._hidden
 
     def multi_get(self, keys: Sequence[str]) -> list[bytes]:
         names = check_keys(keys)
@@ -337,6 +354,65 @@ class FileStore(Store):
         if names:
             with self._locked():
                 self._append([(SET, k.encode(), v) for k, v in zip(names, raws)])
+
+    def append(self, key: str, value: Value) -> None:
+        raw, tail = check_key(key).encode(), to_bytes(value)
+        with self._locked():
+            self._append([(SET, raw, self._values.get(raw, b"") + tail)])
+
+    def list_keys(self) -> list[str]:
+        with self._locked():
+            return [k.decode() for k in self._values if k[0] != _HIDDEN]
+
+    # -- queues ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _queue(key: str) -> bytes:
+        name = check_key(key).encode()
+        return b"\xffq" + str(len(name)).encode() + b":" + name + b"\x00"
+
+    def _counters(self, queue: bytes) -> tuple[int, int]:
+        """The queue's (head, tail): the last item popped and the last pushed (lock held)."""
+        values = self._values
+        return int(values.get(queue + b"head", b"0")), int(values.get(queue + b"tail", b"0"))
+
+    def queue_push(self, key: str, value: Value) -> None:
+        queue, item = self._queue(key), to_bytes(value)
+        with self._locked():
+            tail = self._counters(queue)[1] + 1
+            self._append(
+                [(SET, queue + b"tail", str(tail).encode()), (SET, queue + b"%d" % tail, item)]
+            )
+
+    def queue_len(self, key: str) -> int:
+        queue = self._queue(key)
+        with self._locked():
+            head, tail = self._counters(queue)
+            return tail - head
+
+    def queue_pop(
+        self, key: str, block: bool = True, timeout: timedelta | float | None = None
+    ) -> bytes:
+        queue = self._queue(key)
+        limit = as_timeout(timeout, self.timeout)
+        deadline = time.monotonic() + limit.total_seconds()
+        while True:
+            with self._locked():
+                head, tail = self._counters(queue)
+                if head < tail:
+                    name = queue + b"%d" % (head + 1)
+                    item = self._values[name]
+                    if head + 1 == tail:  # the last item: the queue's keys all go
+                        counters = [(DELETE, queue + b"head", b""), (DELETE, queue + b"tail", b"")]
+                    else:
+                        counters = [(SET, queue + b"head", str(head + 1).encode())]
+                    self._append([(DELETE, name, b""), *counters])
+                    return item
+                seen = self._signature()
+            if not block:
+                raise queue_empty_error(key)
+            if not self._changed_since(seen, deadline):
+                raise queue_timeout_error(key, limit)
 
     def close(self) -> None:
         with self._lock:

@@ -407,3 +407,24 @@ def test_a_path_with_a_nul_character_is_a_clear_error() -> None:
     with pytest.raises(ValueError) as info:
         create_backend(params("/tmp/a\x00b"))
     assert str(info.value) == "The file store path '/tmp/a\\x00b' must not contain a NUL character."
+
+
+def test_queues_persist_through_compaction_and_are_not_keys(tmp_path: Path) -> None:
+    """Queue items are records like any write: they survive the store closing and a
+    compaction, and never show as keys (their keys start with a byte UTF-8 never uses)."""
+    path = tmp_path / "store"
+    store = FileStore(path, compact_threshold=4096)
+    for i in range(3):
+        store.queue_push("jobs", f"job {i}")
+    store.set("plain", "x")
+    for _ in range(200):  # enough rewrites of one key to compact the file several times
+        store.set("churn", os.urandom(64))
+    assert store.queue_pop("jobs") == b"job 0"
+    store.close()
+    reopened = FileStore(path)
+    assert reopened.num_keys() == 2 and sorted(reopened.list_keys()) == ["churn", "plain"]
+    assert reopened.queue_len("jobs") == 2
+    assert [reopened.queue_pop("jobs"), reopened.queue_pop("jobs")] == [b"job 1", b"job 2"]
+    assert reopened.num_keys() == 2 and reopened.queue_len("jobs") == 0
+    assert os.path.getsize(path) < 4096 * 4, "the file was never compacted"
+    reopened.close()

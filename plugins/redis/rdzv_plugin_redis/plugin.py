@@ -21,7 +21,15 @@ PASSWORD_ENV = "RDZV_REDIS_PASSWORD"
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 CAPABILITIES = frozenset(
-    {Capability.CROSS_PROCESS, Capability.CROSS_HOST, Capability.DELETE, Capability.PERSISTENT}
+    {
+        Capability.CROSS_PROCESS,
+        Capability.CROSS_HOST,
+        Capability.DELETE,
+        Capability.PERSISTENT,
+        Capability.APPEND,
+        Capability.LIST_KEYS,
+        Capability.QUEUES,
+    }
 )
 OPTIONS = {
     "db": "database number (default 0, or the URL's)",

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis import exceptions as redis_errors
@@ -47,12 +47,16 @@ from rdzv_core.storekit import (
     check_key,
     check_keys,
     check_multi_set,
+    queue_empty_error,
+    queue_timeout_error,
     timeout_error,
     to_bytes,
     wrap_int64,
 )
 
 __all__ = ["RedisStore"]
+
+_T = TypeVar("_T")
 
 # Every script: KEYS[1] the epoch, KEYS[2] the sequence number; ARGV[1] the epoch expected.
 # It answers {-2} when the epoch is not ours (the data is gone), else {seq, ...}.
@@ -145,6 +149,53 @@ redis.call('SET', KEYS[5], ARGV[2], 'PX', 600000)
 return {seq, 1, ARGV[2]}
 """
 )
+# KEYS: epoch, seq, the key, the key set, the op key. ARGV: epoch, the tail, the channel,
+# op id, record.
+_APPEND = (
+    _PROLOGUE
+    + _ONCE
+    + """
+local seq = redis.call('INCR', KEYS[2])
+redis.call('APPEND', KEYS[3], ARGV[2])
+redis.call('SADD', KEYS[4], KEYS[3])
+redis.call('PUBLISH', ARGV[3], '1')
+redis.call('SET', KEYS[5], ARGV[4], 'PX', 600000)
+return {seq, 1, ARGV[4]}
+"""
+)
+# KEYS: epoch, seq, the queue, the op key. ARGV: epoch, the item, the channel, op id, record.
+_PUSH = (
+    _PROLOGUE
+    + _ONCE
+    + """
+local seq = redis.call('INCR', KEYS[2])
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('PUBLISH', ARGV[3], '1')
+redis.call('SET', KEYS[4], ARGV[4], 'PX', 600000)
+return {seq, 1, ARGV[4]}
+"""
+)
+# KEYS: epoch, seq, the queue, the op key. ARGV: epoch, op id, record. The record keeps the
+# item (after the op id and a space), so a retry that finds it applied still returns it.
+_POP = (
+    _PROLOGUE
+    + _ONCE
+    + """
+local seq = redis.call('INCR', KEYS[2])
+local item = redis.call('LPOP', KEYS[3])
+if item == false then return {seq, 0, ''} end
+local mark = ARGV[2] .. ' ' .. item
+redis.call('SET', KEYS[4], mark, 'PX', 600000)
+return {seq, 1, mark}
+"""
+)
+# KEYS: epoch, seq, the key set or a queue. ARGV: "list" for the key set's members.
+_INSPECT = """
+local found
+if ARGV[1] == 'list' then found = redis.call('SMEMBERS', KEYS[3])
+else found = redis.call('LLEN', KEYS[3]) end
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]) or '0', found}
+"""
 # KEYS: epoch, seq, the key set.
 _COUNT = """
 return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]) or '0', redis.call('SCARD', KEYS[3])}
@@ -256,7 +307,14 @@ class RedisStore(Store):
         db = 0 if cluster_nodes else self._client.connection_pool.connection_kwargs.get("db", 0)
         self._channel_base = f"rdzv\x00{db}\x00{prefix}"
         self.capabilities = frozenset(  # type: ignore[misc]
-            {Capability.CROSS_PROCESS, Capability.CROSS_HOST, Capability.DELETE}
+            {
+                Capability.CROSS_PROCESS,
+                Capability.CROSS_HOST,
+                Capability.DELETE,
+                Capability.APPEND,
+                Capability.LIST_KEYS,
+                Capability.QUEUES,
+            }
             | ({Capability.PERSISTENT} if persistent else set())
         )
         self._scripts = {
@@ -264,6 +322,7 @@ class RedisStore(Store):
             for name, source in (
                 ("set", _SET), ("add", _ADD), ("cas", _CAS), ("multi_set", _MULTI_SET),
                 ("delete", _DELETE), ("open", _OPEN), ("count", _COUNT),
+                ("append", _APPEND), ("push", _PUSH), ("pop", _POP), ("inspect", _INSPECT),
             )
         }  # fmt: skip
         self._closed = False
@@ -571,11 +630,26 @@ class RedisStore(Store):
     def _read(self, names: list[str], limit: timedelta) -> list[bytes]:
         """The values of ``names`` once all exist, waiting up to ``limit`` for them."""
         full = [self._k(n) for n in names]
-        found = self._values(full)
-        if all(v is not None for v in found):
-            return [bytes(v) for v in found]
-        deadline = time.monotonic() + limit.total_seconds()
-        channels = [self._channel(n) for n, v in zip(names, found) if v is None]
+
+        def present() -> list[bytes] | None:
+            found = self._values(full)
+            return [bytes(v) for v in found] if all(v is not None for v in found) else None
+
+        values = present()
+        if values is not None:
+            return values
+        channels = [self._channel(n) for n in names]
+        values = self._wait_on(channels, present, time.monotonic() + limit.total_seconds())
+        if values is None:
+            raise timeout_error(names, limit)
+        return values
+
+    def _wait_on(
+        self, channels: list[str], attempt: Callable[[], _T | None], deadline: float
+    ) -> _T | None:
+        """``attempt()`` once it returns something, retried whenever a message arrives on
+        ``channels`` (subscribed before each retry: no wake-up is lost); None once
+        ``deadline`` (monotonic) passes."""
         pubsub: Any = None
         delays = backoff_delays()
         try:
@@ -584,15 +658,15 @@ class RedisStore(Store):
                     pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                     try:
                         self._attempt(pubsub.subscribe, *channels)
-                    except _Transient:  # the re-read below rides out the failover
+                    except _Transient:  # the retry below rides out the failover
                         pubsub = self._close_pubsub(pubsub)
                         time.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
-                found = self._values(full)  # after subscribing: no lost wake-up
-                if all(v is not None for v in found):
-                    return [bytes(v) for v in found]
+                result = attempt()
+                if result is not None:
+                    return result
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise timeout_error(names, limit)
+                    return None
                 if pubsub is not None:
                     try:
                         self._attempt(pubsub.get_message, timeout=min(remaining, 1.0))
@@ -637,6 +711,56 @@ class RedisStore(Store):
             full = [self._k(n) for n in names]
             channels = [self._channel(n) for n in names]
             self._script("multi_set", [*full, self._keyset], [*raws, *channels])
+
+    def append(self, key: str, value: Value) -> None:
+        full = self._k(check_key(key))
+        self._once("append", [full, self._keyset], [to_bytes(value), self._channel(key)])
+
+    def list_keys(self) -> list[str]:
+        found = self._inspect(self._keyset, "list")
+        start = len(self._base.encode())
+        return [bytes(k)[start:].decode() for k in found]
+
+    def _inspect(self, key: str, what: str) -> Any:
+        floor = self._seq
+        epoch, seq, found = self._call(
+            self._scripts["inspect"], keys=[*self._meta, key], args=[what]
+        )
+        self._check_meta(epoch, seq, floor)
+        return found
+
+    def _queue(self, key: str) -> str:
+        return f"{self._base}\x00queue/{check_key(key)}"
+
+    def queue_push(self, key: str, value: Value) -> None:
+        channel = self._channel(f"\x00queue/{check_key(key)}")
+        self._once("push", [self._queue(key)], [to_bytes(value), channel])
+
+    def queue_len(self, key: str) -> int:
+        return int(self._inspect(self._queue(key), "len"))
+
+    def queue_pop(
+        self, key: str, block: bool = True, timeout: timedelta | float | None = None
+    ) -> bytes:
+        limit = as_timeout(timeout, self.timeout)
+        queue = self._queue(key)
+
+        def pop() -> bytes | None:
+            reply, applied = self._once("pop", [queue], [])
+            if applied:
+                return bytes(reply.partition(b" ")[2])
+            return bytes(reply[-1]).partition(b" ")[2] if int(reply[1]) else None
+
+        item = pop()
+        if item is not None:
+            return item
+        if not block:
+            raise queue_empty_error(key)
+        channel = self._channel(f"\x00queue/{key}")
+        item = self._wait_on([channel], pop, time.monotonic() + limit.total_seconds())
+        if item is None:
+            raise queue_timeout_error(key, limit)
+        return item
 
     def close(self) -> None:
         if not self._closed:
