@@ -28,7 +28,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 29400
-CAPABILITIES = frozenset({Capability.CROSS_PROCESS, Capability.CROSS_HOST, Capability.DELETE})
+CAPABILITIES = frozenset(
+    {
+        Capability.CROSS_PROCESS,
+        Capability.CROSS_HOST,
+        Capability.DELETE,
+        Capability.APPEND,
+        Capability.LIST_KEYS,
+        Capability.QUEUES,
+    }
+)
 
 
 def create_store(params: RendezvousParameters) -> TorchBackedStore:

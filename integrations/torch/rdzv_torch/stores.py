@@ -8,10 +8,8 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +22,7 @@ from rdzv_core import (
     StoreError,
     StoreTimeoutError,
 )
+from rdzv_core import errors as rdzv_errors
 from rdzv_core.storekit import (
     Value,
     add_to_value,
@@ -31,6 +30,8 @@ from rdzv_core.storekit import (
     check_key,
     check_keys,
     check_multi_set,
+    queue_empty_error,
+    queue_timeout_error,
     timeout_error,
     to_bytes,
     wrap_int64,
@@ -39,6 +40,10 @@ from rdzv_core.storekit import (
 __all__ = ["TorchBackedStore", "TorchStoreView", "as_torch_store", "from_torch_store"]
 
 _ABSENT = "\x00rdzv-absent"  # compare_set(key, _ABSENT, _ABSENT) reads without blocking
+# torch raises QueueEmptyError for an empty non-blocking pop (torch before 2.6 has no such
+# class: its DistStoreError stands in).
+_FILE_STORE_TIMEOUTS = ("Wait timeout", "Timeout waiting for key")
+_QUEUE_EMPTY: type[Exception] = getattr(dist, "QueueEmptyError", dist.DistStoreError)
 
 
 def _raw(value: Any) -> bytes:
@@ -129,62 +134,28 @@ class TorchStoreView(dist.Store):  # type: ignore[misc]
         self._clones.append(view)
         return view
 
-    # -- queues ----------------------------------------------------------------------------
+    def append(self, key: str, value: Any) -> None:
+        self._store.append(key, _raw(value))
 
-    def _queue(self, key: str, part: str) -> str:
-        return f"{key}\x00queue/{part}"
+    def list_keys(self) -> list[str]:
+        return self._store.list_keys()
 
-    def _head(self, key: str) -> tuple[bytes, int]:
-        """The queue's head record (``<index>:<claim token>``, b"" before the first pop)
-        and the index of the last item popped."""
-        raw = self._store.compare_set(self._queue(key, "head"), _ABSENT, _ABSENT)
-        if raw == _ABSENT.encode():
-            return b"", 0
-        return raw, int(raw.split(b":", 1)[0])
+    def has_extended_api(self) -> bool:
+        return True
 
     def queue_push(self, key: str, value: Any) -> None:
-        index = self._store.add(self._queue(key, "tail"), 1)
-        self._store.set(self._queue(key, f"item/{index}"), _raw(value))
-
-    def queue_len(self, key: str) -> int:
-        _, head = self._head(key)
-        return max(0, self._store.add(self._queue(key, "tail"), 0) - head)
+        self._store.queue_push(key, _raw(value))
 
     def queue_pop(self, key: str, block: bool = True) -> bytes:
-        limit = self.timeout
-        deadline = time.monotonic() + limit.total_seconds()
-        while True:
-            raw, head = self._head(key)
-            item = self._queue(key, f"item/{head + 1}")
-            if head >= self._store.add(self._queue(key, "tail"), 0):
-                if not block:
-                    raise dist.QueueEmptyError(f"The queue {key!r} is empty.")
-                remaining = deadline - time.monotonic()
-                try:
-                    if remaining <= 0:
-                        raise StoreTimeoutError(f"the queue {key!r} stayed empty")
-                    self._store.wait([item], timedelta(seconds=remaining))
-                except StoreTimeoutError as e:
-                    raise dist.DistStoreError(
-                        f"Wait timeout after {limit}: the queue {key!r} stayed empty"
-                    ) from e
-                continue
-            # A claim names its popper: compare_set answers it only to the one that won.
-            claim = f"{head + 1}:{secrets.token_hex(8)}".encode()
-            if self._store.compare_set(self._queue(key, "head"), raw, claim) != claim:
-                continue
-            # The pusher counted the item before writing it: wait for it (bounded).
-            try:
-                self._store.wait([item], max(self._store.timeout, limit))
-            except StoreTimeoutError as e:
-                raise dist.DistStoreError(
-                    f"Item {head + 1} of the queue {key!r} was counted but never written "
-                    "(did its pusher die?); the next pop moves past it."
-                ) from e
-            value = self._store.get(item)
-            if Capability.DELETE in self._store.capabilities:
-                self._store.delete_key(item)
-            return value
+        try:
+            return self._store.queue_pop(key, block, self.timeout)
+        except rdzv_errors.QueueEmptyError as e:
+            raise _QUEUE_EMPTY(str(e)) from e
+        except StoreTimeoutError as e:
+            raise dist.DistStoreError(f"Wait timeout after {self.timeout}: {e}") from e
+
+    def queue_len(self, key: str) -> int:
+        return self._store.queue_len(key)
 
 
 def as_torch_store(store: Store) -> TorchStoreView:
@@ -193,12 +164,32 @@ def as_torch_store(store: Store) -> TorchStoreView:
 
 
 def _capabilities_of(store: Any) -> frozenset[Capability]:
-    base = frozenset({Capability.DELETE})
+    """What a torch store can do, by its kind and torch's version: TCPStore (only its libuv
+    server has queues), FileStore (its key listing shows an internal key), HashStore."""
+    found = {Capability.DELETE}
+    if hasattr(store, "append"):
+        found.add(Capability.APPEND)
     if isinstance(store, dist.TCPStore):
-        return base | {Capability.CROSS_PROCESS, Capability.CROSS_HOST}
-    if isinstance(store, dist.FileStore):
-        return base | {Capability.CROSS_PROCESS}
-    return base
+        found |= {Capability.CROSS_PROCESS, Capability.CROSS_HOST}
+        if getattr(store, "libuvBackend", False) and hasattr(store, "queue_pop"):
+            found.add(Capability.QUEUES)
+    elif isinstance(store, dist.FileStore):
+        found.add(Capability.CROSS_PROCESS)
+    elif isinstance(store, dist.HashStore) and hasattr(store, "queue_pop"):
+        found.add(Capability.QUEUES)
+    if hasattr(store, "list_keys") and not isinstance(store, dist.FileStore):
+        found.add(Capability.LIST_KEYS)
+    return frozenset(found)
+
+
+def _pop_within(client: Any, key: str, block: bool, limit: timedelta) -> Any:
+    """``client.queue_pop`` waiting ``limit`` (torch's pop waits the store's timeout)."""
+    before = client.timeout
+    client.set_timeout(limit)
+    try:
+        return client.queue_pop(key, block)
+    finally:
+        client.set_timeout(before)
 
 
 class TorchBackedStore(Store):
@@ -233,7 +224,8 @@ class TorchBackedStore(Store):
         """True when the torch store's server runs in this process (``is_master``)."""
         return self._hosting
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def _call(self, method: str | Callable[..., Any], *args: Any) -> Any:
+        """``method`` (a name, or a function of the client) called on an idle client."""
         if self._closed:
             raise StoreError("This TorchBackedStore is closed.")
         with self._lock:
@@ -241,13 +233,19 @@ class TorchBackedStore(Store):
         if client is None:
             client = self._torch.clone() if self._can_clone else self._torch
         try:
+            if callable(method):
+                return method(client, *args)
             return getattr(client, method)(*args)
         except dist.DistStoreError as e:
+            if _QUEUE_EMPTY is not dist.DistStoreError and isinstance(e, _QUEUE_EMPTY):
+                raise rdzv_errors.QueueEmptyError(str(e)) from e
             raise StoreTimeoutError(str(e)) from e
         except dist.DistError as e:
             client = None  # a broken connection is not pooled again
             raise StoreConnectionError(f"The torch store failed: {e}") from e
         except RuntimeError as e:
+            if str(e).startswith(_FILE_STORE_TIMEOUTS):  # torch's FileStore: no DistStoreError
+                raise StoreTimeoutError(str(e)) from e
             raise StoreError(f"The torch store failed: {e}") from e
         finally:
             if client is not None:
@@ -305,6 +303,42 @@ class TorchBackedStore(Store):
         names, raws = check_multi_set(keys, values)
         if names:
             self._call("multi_set", names, raws)
+
+    def append(self, key: str, value: Value) -> None:
+        if Capability.APPEND not in self.capabilities:
+            return super().append(key, value)
+        self._call("append", check_key(key), to_bytes(value))
+
+    def list_keys(self) -> list[str]:
+        if Capability.LIST_KEYS not in self.capabilities:
+            return super().list_keys()
+        return [str(k) for k in self._call("list_keys")]
+
+    def queue_push(self, key: str, value: Value) -> None:
+        if Capability.QUEUES not in self.capabilities:
+            return super().queue_push(key, value)
+        self._call("queue_push", check_key(key), to_bytes(value))
+
+    def queue_len(self, key: str) -> int:
+        if Capability.QUEUES not in self.capabilities:
+            return super().queue_len(key)
+        return int(self._call("queue_len", check_key(key)))
+
+    def queue_pop(
+        self, key: str, block: bool = True, timeout: timedelta | float | None = None
+    ) -> bytes:
+        if Capability.QUEUES not in self.capabilities:
+            return super().queue_pop(key, block, timeout)
+        limit = as_timeout(timeout, self.timeout)
+        waits = block and limit > timedelta(0)  # torch's pop waiting 0 ms fails a full queue
+        try:
+            return bytes(self._call(_pop_within, check_key(key), waits, limit))
+        except rdzv_errors.QueueEmptyError as e:
+            if block:
+                raise queue_timeout_error(key, limit) from e
+            raise
+        except StoreTimeoutError as e:
+            raise (queue_timeout_error(key, limit) if block else queue_empty_error(key)) from e
 
     def close(self) -> None:
         self._closed = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,13 @@ from rdzv_plugin_tcp import TCPStore
 from rdzv_torch import as_torch_store, from_torch_store
 from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import C10dRendezvousBackend
 
-from rdzv_core import PrefixStore, StoreBackend
+from rdzv_core import (
+    Capability,
+    PrefixStore,
+    QueueEmptyError,
+    StoreBackend,
+    StoreTimeoutError,
+)
 
 
 def _gloo_worker(port: int, rank: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -78,3 +85,34 @@ def test_torch_and_rdzv_backends_read_each_others_state(torch_server: dist.TCPSt
     assert result2 is not None and result2[2], "rdzv's backend refused torch's token"
     stale = theirs.set_state(b"stale", token)
     assert stale is not None and not stale[2] and stale[0] == b"rdzv again"
+
+
+def test_from_torch_store_maps_the_extended_api_by_store_kind(
+    torch_server: dist.TCPStore, tmp_path: Path
+) -> None:
+    """TCPStore (libuv) and HashStore have native queues, append and list_keys; FileStore
+    has append, and rdzv's generic queue stands in for the queues it lacks."""
+    tcp = from_torch_store(
+        dist.TCPStore("127.0.0.1", torch_server.port, is_master=False, use_libuv=True)
+    )
+    hashed = from_torch_store(dist.HashStore())
+    filed = from_torch_store(dist.FileStore(str(tmp_path / "torch.file"), -1))
+    extended = {Capability.APPEND, Capability.LIST_KEYS, Capability.QUEUES}
+    assert extended <= tcp.capabilities and extended <= hashed.capabilities
+    assert Capability.APPEND in filed.capabilities
+    assert Capability.QUEUES not in filed.capabilities
+    for store in (tcp, hashed, filed):
+        store.append("word", "po")
+        store.append("word", "tato")
+        assert store.get("word") == b"potato"
+        store.queue_push("jobs", "a")
+        store.queue_push("jobs", "b")
+        assert store.queue_len("jobs") == 2
+        assert store.queue_pop("jobs") == b"a" and store.queue_pop("jobs", block=False) == b"b"
+        with pytest.raises(QueueEmptyError):
+            store.queue_pop("jobs", block=False)
+        with pytest.raises(StoreTimeoutError):
+            store.queue_pop("jobs", timeout=0.2)
+    assert "word" in tcp.list_keys() and hashed.list_keys() == ["word"]
+    with pytest.raises(NotImplementedError, match="list-keys"):
+        filed.list_keys()
