@@ -10,7 +10,7 @@ DISTS := $(PLUGINS) $(INTEGRATIONS)
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit matrix dist-check bench clean servers
+.PHONY: demo test lint typecheck unit matrix dist-check bench clean servers torch-version
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,5 +75,15 @@ bench: $(STAMP) servers
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null)
 	$(BIN)/python bench/run.py
 
+# rdzv-torch's tests on another torch release, e.g. `make torch-version V=2.15.0`, in a venv
+# of its own (.venv-torch-V). Not part of `make test`: each release is a CUDA build of about
+# 5 GB (83-85 s to install here), which the CI's time budget cannot hold.
+torch-version: $(STAMP) servers
+	@test -n "$(V)" || (echo "usage: make torch-version V=2.15.0" >&2; exit 2)
+	test -x $(VENV)-torch-$(V)/bin/python || $(PYTHON) -m venv $(VENV)-torch-$(V)
+	PIP_CONFIG_FILE=/dev/null $(VENV)-torch-$(V)/bin/pip install --quiet torch==$(V) numpy \
+		-r requirements-dev.txt -e '.[testing]' $(foreach p,$(DISTS),-e $(p))
+	$(VENV)-torch-$(V)/bin/python -m pytest integrations/torch/tests
+
 clean:
-	rm -rf $(VENV) $(VENV)-3.*
+	rm -rf $(VENV) $(VENV)-3.* $(VENV)-torch-*

@@ -22,6 +22,7 @@ import soak  # noqa: E402
 import store_load  # noqa: E402
 import store_scale  # noqa: E402
 import tcp_latency  # noqa: E402
+import torch_view  # noqa: E402
 import torchrun  # noqa: E402
 
 
@@ -42,6 +43,7 @@ def main() -> None:
         f"UTC, Python {platform.python_version()}, {os.cpu_count()} cores\n",
         import_time.main(),
         tcp_latency.main(),
+        torch_view.main(),
         file_store.main(),
         etcd_latency.main(),
         redis_latency.main(),

@@ -14,7 +14,9 @@ Redis master under Sentinel) proves it here. Opt in with one subclass that sets
 - ``rendezvous_config`` (optional, default ``""``): extra ``k=v,...`` config for the nodes.
 
 The tests run real processes: adds from several of them across the failover end with the
-counter equal to the number of adds acknowledged (none lost, none applied twice); a read
+counter equal to the number of adds acknowledged (none lost, none applied twice); items
+pushed by one process across the failover are popped by another exactly once, in order; a
+read
 blocked before the failover returns the value written after it; a rendezvous of four node
 processes completes across it with ranks 0..3.
 """
@@ -34,7 +36,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreTimeoutError
 from ..rendezvous.demo import DEMO_CONFIG
 from ..store import Store
 from ._support import StoreFactory, SuiteBase
@@ -71,6 +73,58 @@ def _get_once(factory: StoreFactory, results: Any) -> None:
         results.put(("error", f"{type(e).__name__}: {e}"))
     finally:
         client.close()
+
+
+def _push_until_stopped(factory: StoreFactory, stop: str, results: Any) -> None:
+    """Push 0, 1, 2, ... to queue ``q`` until the file ``stop`` exists, then ``end``;
+    report (the items acknowledged, errors). Every 10 pushes, the count goes to ``pushed``."""
+    acknowledged: list[bytes] = []
+    errors: list[str] = []
+    client = factory()
+    try:
+        while not os.path.exists(stop):
+            item = str(len(acknowledged))
+            try:
+                client.queue_push("q", item)
+                acknowledged.append(item.encode())
+                if len(acknowledged) % 10 == 0:
+                    client.set("pushed", str(len(acknowledged)))
+            except StoreError as e:
+                errors.append(f"{type(e).__name__}: {e}")
+                time.sleep(0.05)
+        client.queue_push("q", "end")
+    finally:
+        client.close()
+    results.put(("pushed", acknowledged, errors))
+
+
+def _pop_until_end(factory: StoreFactory, results: Any) -> None:
+    """Pop queue ``q`` until ``end``; report (the items popped, errors)."""
+    popped, errors = [], []
+    client = factory()
+    try:
+        while True:
+            try:
+                item = client.queue_pop("q", timeout=1.0)
+            except StoreTimeoutError:
+                continue
+            except StoreError as e:
+                errors.append(f"{type(e).__name__}: {e}")
+                time.sleep(0.05)
+                continue
+            if item == b"end":
+                break
+            popped.append(item)
+    finally:
+        client.close()
+    results.put(("popped", popped, errors))
+
+
+def _pushed(client: Store) -> int:
+    try:
+        return int(client.get("pushed"))
+    except StoreError:
+        return -1  # not yet, or mid-failover: look again later
 
 
 def _read_counter(client: Store) -> int:
@@ -137,6 +191,40 @@ class FailoverScenarios(SuiteBase):
         assert watcher.add("n", 0) == acknowledged, (
             f"{acknowledged} adds were acknowledged but the counter is {watcher.add('n', 0)}: "
             "an add was lost or applied twice"
+        )
+
+    def test_queue_items_across_a_failover_are_popped_exactly_once_in_order(
+        self,
+        process_store_factory: StoreFactory,
+        new_client: StoreFactory,
+        failover: Callable[[], None],
+        processes: Callable[..., Any],
+        tmp_path: Path,
+    ) -> None:
+        results = multiprocessing.get_context("spawn").Queue()
+        stop = str(tmp_path / "stop")
+        processes(_push_until_stopped, process_store_factory, stop, results)
+        processes(_pop_until_end, process_store_factory, results)
+        watcher = new_client()
+        watcher.timeout = 5
+        deadline = time.monotonic() + WAIT
+        while _pushed(watcher) < 20:
+            assert time.monotonic() < deadline, "the pusher never got going"
+            time.sleep(0.05)
+        failover()
+        killed_at = _pushed(watcher)
+        while _pushed(watcher) < killed_at + 20:
+            assert time.monotonic() < deadline, "the pushes did not resume after the failover"
+            time.sleep(0.05)
+        Path(stop).touch()
+        reports = dict((kind, (items, errors)) for kind, items, errors in
+                       (results.get(timeout=WAIT) for _ in range(2)))  # fmt: skip
+        errors = reports["pushed"][1] + reports["popped"][1]
+        assert not errors, f"queue calls failed across the failover: {errors}"
+        pushed, popped = reports["pushed"][0], reports["popped"][0]
+        assert popped == pushed, (
+            f"{len(pushed)} pushes were acknowledged and {len(popped)} items popped: an item "
+            "was lost, popped twice or out of order"
         )
 
     def test_a_read_blocked_before_a_failover_returns_the_value_written_after(

@@ -40,10 +40,8 @@ from rdzv_core.storekit import (
 __all__ = ["TorchBackedStore", "TorchStoreView", "as_torch_store", "from_torch_store"]
 
 _ABSENT = "\x00rdzv-absent"  # compare_set(key, _ABSENT, _ABSENT) reads without blocking
-# torch raises QueueEmptyError for an empty non-blocking pop (torch before 2.6 has no such
-# class: its DistStoreError stands in).
+# torch's FileStore times out with plain RuntimeErrors that start with these words.
 _FILE_STORE_TIMEOUTS = ("Wait timeout", "Timeout waiting for key")
-_QUEUE_EMPTY: type[Exception] = getattr(dist, "QueueEmptyError", dist.DistStoreError)
 
 
 def _raw(value: Any) -> bytes:
@@ -92,6 +90,11 @@ class TorchStoreView(dist.Store):  # type: ignore[misc]
         self._store.set(key, _raw(value))
 
     def get(self, key: str) -> bytes:
+        if self.timeout == self._store.timeout:  # one round trip when the timeouts agree
+            try:
+                return self._store.get(key)
+            except StoreTimeoutError as e:
+                raise dist.DistStoreError(f"Wait timeout after {self.timeout}: {e}") from e
         self._wait([key])
         return self._store.get(key)
 
@@ -150,7 +153,7 @@ class TorchStoreView(dist.Store):  # type: ignore[misc]
         try:
             return self._store.queue_pop(key, block, self.timeout)
         except rdzv_errors.QueueEmptyError as e:
-            raise _QUEUE_EMPTY(str(e)) from e
+            raise dist.QueueEmptyError(str(e)) from e
         except StoreTimeoutError as e:
             raise dist.DistStoreError(f"Wait timeout after {self.timeout}: {e}") from e
 
@@ -164,21 +167,15 @@ def as_torch_store(store: Store) -> TorchStoreView:
 
 
 def _capabilities_of(store: Any) -> frozenset[Capability]:
-    """What a torch store can do, by its kind and torch's version: TCPStore (only its libuv
-    server has queues), FileStore (its key listing shows an internal key), HashStore."""
-    found = {Capability.DELETE}
-    if hasattr(store, "append"):
-        found.add(Capability.APPEND)
+    """What a torch store can do, by its kind: a TCPStore (queues with the libuv server
+    only), a FileStore (no queues; its key listing shows an internal key), others."""
+    found = {Capability.DELETE, Capability.APPEND, Capability.LIST_KEYS, Capability.QUEUES}
     if isinstance(store, dist.TCPStore):
         found |= {Capability.CROSS_PROCESS, Capability.CROSS_HOST}
-        if getattr(store, "libuvBackend", False) and hasattr(store, "queue_pop"):
-            found.add(Capability.QUEUES)
+        if not store.libuvBackend:
+            found.discard(Capability.QUEUES)
     elif isinstance(store, dist.FileStore):
-        found.add(Capability.CROSS_PROCESS)
-    elif isinstance(store, dist.HashStore) and hasattr(store, "queue_pop"):
-        found.add(Capability.QUEUES)
-    if hasattr(store, "list_keys") and not isinstance(store, dist.FileStore):
-        found.add(Capability.LIST_KEYS)
+        found = {Capability.DELETE, Capability.APPEND, Capability.CROSS_PROCESS}
     return frozenset(found)
 
 
@@ -236,9 +233,9 @@ class TorchBackedStore(Store):
             if callable(method):
                 return method(client, *args)
             return getattr(client, method)(*args)
+        except dist.QueueEmptyError as e:
+            raise rdzv_errors.QueueEmptyError(str(e)) from e
         except dist.DistStoreError as e:
-            if _QUEUE_EMPTY is not dist.DistStoreError and isinstance(e, _QUEUE_EMPTY):
-                raise rdzv_errors.QueueEmptyError(str(e)) from e
             raise StoreTimeoutError(str(e)) from e
         except dist.DistError as e:
             client = None  # a broken connection is not pooled again

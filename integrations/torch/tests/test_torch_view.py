@@ -140,6 +140,12 @@ def _gloo_worker(opener: Opener, rank: int, results: Any) -> None:
     tensor = torch.tensor([rank + 1.0])
     dist.all_reduce(tensor, group=group)
     dist.barrier()
+    # What shrink_group and split_group do with the store: a process group over a prefix of
+    # the store's clone (gloo cannot shrink in torch 2.13, so the group is built directly).
+    cloned = dist.ProcessGroupGloo(dist.PrefixStore("shrunk/", view.clone()), rank, 2)
+    again = torch.tensor([rank + 1.0])
+    cloned.allreduce([again]).wait()
+    assert again.item() == 3.0
     results.put((rank, tensor.item()))
     dist.destroy_process_group()
 

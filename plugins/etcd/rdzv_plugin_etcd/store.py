@@ -11,8 +11,9 @@ timed out", "no leader") moves to the next member and is retried with back-off u
 call's deadline (the store's timeout). Reads and plain writes are retried as they are. An
 ``add`` or ``compare_set`` whose outcome is unknown is never blindly resent: each writes,
 in the same transaction, an operation id to a key of the calling thread's own and compares
-that key's revision, so the retry learns whether the first attempt applied and the two can
-never both apply.
+that key's revision. After a lost reply, a fence rewrites that key unless the attempt
+applied, so the retry learns whether it did, and an attempt a failover delays can never
+apply after the retry.
 
 Data loss: every reply carries the cluster id and the store revision. A cluster id that
 changes, or a revision lower than one this client already saw, means the data it knew is
@@ -373,30 +374,60 @@ class EtcdStore(Store):
         """Apply ``write`` (a put or a delete of ``raw``) if ``condition`` holds, exactly once
         through failures.
 
+        Each attempt also writes its operation id to this thread's operation key, compared
+        on the revision this thread last saw there. An attempt whose reply is lost is
+        settled by :meth:`_fence` before the next one: either it applied, or it never can.
         Returns (the key's kv after a failed condition, whether this call's write applied).
         """
         ops = self._operations()
-        mine: set[str] = set()
+        ours: set[str] = set()
+        delays = backoff_delays()
         while True:
             op = str(next(self._op_ids))
-            compare = [*condition, _mod_is(ops.key, ops.revision)]
+            known = ops.revision
+            compare = [*condition, _mod_is(ops.key, known)]
             success = [write, self._put(ops.key, op.encode())]
             body = {"compare": compare, "success": success, "failure": [_get(raw), _get(ops.key)]}
             try:
                 reply = self._post("/kv/txn", body, deadline, once=True)
-            except _Transient:
-                mine.add(op)  # applied or not: the operation key tells
-                reply = self._txn([], [_get(raw), _get(ops.key)], [], deadline)
-            else:
-                if reply.get("succeeded", False):
-                    ops.revision = reply["header"]["revision"]
+            except _Transient as e:
+                ours.add(op)
+                if self._fence(ops, ours, deadline):
                     return None, True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StoreConnectionError(
+                        f"etcd at {self.where} did not apply a write before the deadline: {e}"
+                    ) from None
+                time.sleep(min(next(delays), remaining))
+                continue  # fenced: no attempt of ours applied, and none can now
+            if reply.get("succeeded", False):
+                ops.revision = reply["header"]["revision"]
+                return None, True
             responses = reply["responses"]
             kv, record = _kv(responses[0]), _kv(responses[1])
             ops.revision = record["mod_revision"] if record else "0"
-            if record is not None and _unb64(record.get("value")).decode() in mine:
-                return None, True
-            return kv, False
+            if ops.revision == known:
+                return kv, False  # the condition failed
+
+    def _fence(self, ops: _Operations, ours: set[str], deadline: float) -> bool:
+        """Settle attempts whose replies were lost: True when one of ``ours`` applied.
+        Otherwise rewrite the operation key (compared on the revision those attempts
+        compare), so that none of them can apply later, even one a failover delays, and
+        return False. Resending the fence is safe: it applies at most once."""
+        fence = f"fence.{next(self._op_ids)}"
+        body = {
+            "compare": [_mod_is(ops.key, ops.revision)],
+            "success": [self._put(ops.key, fence.encode())],
+            "failure": [_get(ops.key)],
+        }
+        reply = self._post("/kv/txn", body, deadline)
+        if reply.get("succeeded", False):
+            ops.revision = reply["header"]["revision"]
+            return False
+        record = _kv(reply["responses"][0])
+        ops.revision = record["mod_revision"] if record else "0"
+        return record is not None and _unb64(record.get("value")).decode() in ours
 
     # -- leases ----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from rdzv_plugin_redis.plugin import client_options
 from rdzv_plugin_redis.testing import RedisServer, SentinelGroup, start_redis_cluster
 from redis_helpers import open_store
 
-from rdzv_core import RendezvousParameters, StoreDataLostError, create_backend
+from rdzv_core import RendezvousParameters, StoreDataLostError, StoreTimeoutError, create_backend
 
 
 def params(endpoint: str, **config: str) -> RendezvousParameters:
@@ -194,3 +194,60 @@ def test_adds_through_killed_connections_apply_exactly_once(redis_server: RedisS
     returned = sorted(v for r in results for v in r)
     assert returned == list(range(1, 1201)), "an add was lost, repeated or misreported"
     assert stores[0].add("n", 0) == 1200
+
+
+def test_queue_pushes_pops_and_appends_through_killed_connections_apply_once(
+    redis_server: RedisServer,
+) -> None:
+    """As above, for the queue and append: two threads push, two pop, one appends while
+    connections are killed; every item is popped exactly once and no append repeats."""
+    prefix = f"once/{uuid.uuid4().hex[:6]}/"
+    stores = [open_store(redis_server.port, prefix) for _ in range(5)]
+    admin = redis_server.redis()
+    stop = threading.Event()
+
+    def killer() -> None:
+        while not stop.wait(0.01):
+            try:
+                admin.client_kill_filter(_type="normal", skipme=True)
+            except redis.exceptions.RedisError:
+                pass
+
+    popped: list[list[bytes]] = [[], []]
+
+    def pusher(i: int) -> None:
+        for n in range(150):
+            stores[i].queue_push("q", f"{i}:{n}")
+
+    def popper(i: int) -> None:
+        while len(popped[0]) + len(popped[1]) < 300:
+            try:
+                popped[i].append(stores[2 + i].queue_pop("q", timeout=1))
+            except StoreTimeoutError:
+                continue
+
+    def appender() -> None:
+        for _ in range(200):
+            stores[4].append("log", "x")
+
+    chaos = threading.Thread(target=killer)
+    chaos.start()
+    workers = [threading.Thread(target=pusher, args=(i,)) for i in range(2)]
+    workers += [threading.Thread(target=popper, args=(i,)) for i in range(2)]
+    workers.append(threading.Thread(target=appender))
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    stop.set()
+    chaos.join()
+    items = sorted(x for part in popped for x in part)
+    assert items == sorted(f"{i}:{n}".encode() for i in range(2) for n in range(150)), (
+        "an item was lost or popped twice"
+    )
+    for part in popped:  # each pusher's items arrive in its order
+        for i in range(2):
+            mine = [int(x.split(b":")[1]) for x in part if x.startswith(f"{i}:".encode())]
+            assert mine == sorted(mine)
+    assert stores[0].queue_len("q") == 0
+    assert stores[0].get("log") == b"x" * 200, "an append was lost or repeated"
