@@ -18,6 +18,7 @@ from .errors import StoreError, StoreTimeoutError
 __all__ = ["PrefixStore", "Store"]
 
 _PEEK = "\x00rdzv-peek"  # compare_set(key, _PEEK, _PEEK) reads a key without waiting
+_QUEUE_RECHECK = 1.0  # seconds: how often a generic pop waiting on an empty queue looks again
 
 # The store author's helpers lived here until 0.2.0 (rdzv_core.storekit since).
 __getattr__, __deprecated__ = moved_names(
@@ -201,12 +202,13 @@ class Store(ABC):
                 if not block:
                     raise storekit.queue_empty_error(key)
                 remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise storekit.queue_timeout_error(key, limit)
+                # In slices: another pop may take (and delete) the item this one waits for.
                 try:
-                    if remaining <= 0:
-                        raise storekit.queue_timeout_error(key, limit)
-                    self.wait([item], timedelta(seconds=remaining))
+                    self.wait([item], timedelta(seconds=min(remaining, _QUEUE_RECHECK)))
                 except StoreTimeoutError:
-                    raise storekit.queue_timeout_error(key, limit) from None
+                    pass
                 continue
             claim = f"{head + 1}:{secrets.token_hex(8)}".encode()
             if self.compare_set(self._queue_key(key, "head"), raw, claim) != claim:

@@ -164,8 +164,9 @@ def test_waiting_lists_parked_reads_and_tidy_drops_tombstones() -> None:
 
 
 class KeyspaceModel(RuleBasedStateMachine):
-    """Random writes, reads parked with and without deadlines, cancels and clock ticks;
-    after every step the keyspace agrees with a dict and a list of pending reads."""
+    """Random writes, reads and pops parked with and without deadlines, pushes, cancels and
+    clock ticks; after every step the keyspace agrees with a dict, a list per queue and the
+    pending reads and pops (a push goes to the pop of its queue that waited longest)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -173,6 +174,8 @@ class KeyspaceModel(RuleBasedStateMachine):
         self.ks = self.rec.keyspace
         self.data: dict[bytes, bytes] = {}
         self.pending: dict[int, tuple[list[bytes], float | None, Waiter]] = {}
+        self.queues: dict[bytes, list[bytes]] = {}
+        self.popping: dict[int, tuple[bytes, float | None, Waiter]] = {}  # in arrival order
         self.answered: dict[int, list[bytes]] = {}
         self.expired: set[int] = set()
         self.now = 0.0
@@ -183,7 +186,7 @@ class KeyspaceModel(RuleBasedStateMachine):
 
     def _settle(self) -> None:
         """Reads whose keys are all present are answered with the values of that moment."""
-        for owner, values in [(o, v) for o, _, v in self.rec.woken]:
+        for owner, values in [(o, v) for o, op, v in self.rec.woken if op != QUEUE_POP]:
             assert isinstance(owner, int)
             assert owner in self.pending, f"read {owner} answered twice or after expiring"
             keys, _, _ = self.pending.pop(owner)
@@ -221,6 +224,38 @@ class KeyspaceModel(RuleBasedStateMachine):
             assert returned == (expected if current is None else current)
         self._settle()
 
+    @rule(queue=keys, item=values)
+    def push(self, queue: bytes, item: bytes) -> None:
+        self.ks.push(queue, item)
+        waiting = [o for o, (q, _, _) in self.popping.items() if q == queue]
+        if waiting:
+            assert self.rec.woken == [(waiting[0], QUEUE_POP, [item])], "wrong pop woken"
+            self.rec.woken.clear()
+            del self.popping[waiting[0]]
+        else:
+            assert not self.rec.woken
+            self.queues.setdefault(queue, []).append(item)
+
+    @rule(queue=keys)
+    def pop(self, queue: bytes) -> None:
+        items = self.queues.get(queue)
+        assert self.ks.pop(queue) == (items.pop(0) if items else None)
+
+    @rule(queue=keys, wait=st.none() | st.floats(0, 10))
+    def park_pop(self, queue: bytes, wait: float | None) -> None:
+        if self.queues.get(queue):
+            return  # the server pops such a queue at once, without parking
+        owner = self.next_owner
+        self.next_owner += 1
+        deadline = None if wait is None else self.now + wait
+        self.popping[owner] = (queue, deadline, self.ks.park_pop(owner, QUEUE_POP, queue, deadline))
+
+    @precondition(lambda self: self.popping)
+    @rule(data=st.data())
+    def cancel_pop(self, data: st.DataObject) -> None:
+        owner = data.draw(st.sampled_from(sorted(self.popping)))
+        self.ks.cancel(self.popping.pop(owner)[2])
+
     @rule(key=keys)
     def delete(self, key: bytes) -> None:
         assert self.ks.delete(key) == (key in self.data)
@@ -248,9 +283,11 @@ class KeyspaceModel(RuleBasedStateMachine):
         self.now += step
         expired = {owner for owner, _ in self.ks.expire(self.now)}
         due = {o for o, (_, d, _) in self.pending.items() if d is not None and d <= self.now}
+        due |= {o for o, (_, d, _) in self.popping.items() if d is not None and d <= self.now}
         assert expired == due
         for owner in expired:
-            self.pending.pop(owner)
+            self.pending.pop(owner, None)
+            self.popping.pop(owner, None)
         self.expired |= expired
         self.ks.tidy()
 
@@ -260,7 +297,9 @@ class KeyspaceModel(RuleBasedStateMachine):
         for key, value in self.data.items():
             assert self.ks.get(key) == value
         waiting = {w.owner for w in self.ks.waiting()}
-        assert waiting == set(self.pending)
+        assert waiting == set(self.pending) | set(self.popping)
+        for queue in (b"a", b"b", b"c", b"d"):
+            assert self.ks.queue_len(queue) == len(self.queues.get(queue, []))
         for wanted, _, _ in self.pending.values():
             assert not all(k in self.data for k in wanted), "a satisfied read still waits"
 
