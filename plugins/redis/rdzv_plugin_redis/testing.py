@@ -193,13 +193,17 @@ class SentinelGroup:
     def wait_replicated(self, timeout: float = 30.0) -> None:
         """Until every other server replicates the master and has acknowledged a write
         (Redis WAIT): a replica that merely shows "online" may not stream yet."""
-        master = self.master(timeout)
         others = len(self.servers) - 1
 
         def synced() -> bool:
-            client = master.redis()
-            client.set("rdzv-testing:probe", str(time.monotonic()))
-            return int(client.wait(others, 100)) >= others
+            # Asked afresh each time: just after a failover, the server the Sentinels named
+            # may be demoted before the write reaches it.
+            try:
+                client = self.master(timeout, agreed=True).redis()
+                client.set("rdzv-testing:probe", str(time.monotonic()))
+                return int(client.wait(others, 100)) >= others
+            except redis.exceptions.RedisError:
+                return False
 
         _until(synced, timeout, "the replicas did not acknowledge a write")
 
