@@ -11,11 +11,10 @@ import uuid
 from datetime import timedelta
 
 import pytest
-import redis
 from rdzv_plugin_redis import RedisStore
 from rdzv_plugin_redis.plugin import client_options
 from rdzv_plugin_redis.testing import RedisServer, SentinelGroup, start_redis_cluster
-from redis_helpers import open_store
+from redis_helpers import connections_killed, open_store
 
 from rdzv_core import RendezvousParameters, StoreDataLostError, StoreTimeoutError, create_backend
 
@@ -167,30 +166,17 @@ def test_adds_through_killed_connections_apply_exactly_once(redis_server: RedisS
     after the script ran, and the retries must neither lose nor repeat an add."""
     prefix = f"once/{uuid.uuid4().hex[:6]}/"
     stores = [open_store(redis_server.port, prefix) for _ in range(4)]
-    admin = redis_server.redis()
-    stop = threading.Event()
-
-    def killer() -> None:
-        while not stop.wait(0.01):
-            try:
-                admin.client_kill_filter(_type="normal", skipme=True)
-            except redis.exceptions.RedisError:
-                pass
-
     results: list[list[int]] = [[] for _ in stores]
 
     def adder(i: int) -> None:
         results[i] = [stores[i].add("n", 1) for _ in range(300)]
 
-    chaos = threading.Thread(target=killer)
-    chaos.start()
     workers = [threading.Thread(target=adder, args=(i,)) for i in range(4)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(120)
-    stop.set()
-    chaos.join()
+    with connections_killed(redis_server):
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(120)
     returned = sorted(v for r in results for v in r)
     assert returned == list(range(1, 1201)), "an add was lost, repeated or misreported"
     assert stores[0].add("n", 0) == 1200
@@ -203,16 +189,6 @@ def test_queue_pushes_pops_and_appends_through_killed_connections_apply_once(
     connections are killed; every item is popped exactly once and no append repeats."""
     prefix = f"once/{uuid.uuid4().hex[:6]}/"
     stores = [open_store(redis_server.port, prefix) for _ in range(5)]
-    admin = redis_server.redis()
-    stop = threading.Event()
-
-    def killer() -> None:
-        while not stop.wait(0.01):
-            try:
-                admin.client_kill_filter(_type="normal", skipme=True)
-            except redis.exceptions.RedisError:
-                pass
-
     popped: list[list[bytes]] = [[], []]
 
     def pusher(i: int) -> None:
@@ -230,17 +206,14 @@ def test_queue_pushes_pops_and_appends_through_killed_connections_apply_once(
         for _ in range(200):
             stores[4].append("log", "x")
 
-    chaos = threading.Thread(target=killer)
-    chaos.start()
     workers = [threading.Thread(target=pusher, args=(i,)) for i in range(2)]
     workers += [threading.Thread(target=popper, args=(i,)) for i in range(2)]
     workers.append(threading.Thread(target=appender))
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(120)
-    stop.set()
-    chaos.join()
+    with connections_killed(redis_server):
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(120)
     items = sorted(x for part in popped for x in part)
     assert items == sorted(f"{i}:{n}".encode() for i in range(2) for n in range(150)), (
         "an item was lost or popped twice"

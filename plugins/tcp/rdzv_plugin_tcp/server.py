@@ -899,15 +899,7 @@ class StoreServer:
         if op == LIST_KEYS:
             r.end()
             names = keys.keys()
-            size = 5 + sum(4 + len(k) for k in names)
-            if size > self.limits.max_frame_size:
-                message = (
-                    f"The list_keys reply would be {size} bytes ({len(names)} keys), over the "
-                    f"TCP store server's limit of {self.limits.max_frame_size} bytes "
-                    "(max_frame_size)."
-                )
-                return [bytes([VALUE_ERROR]) + message.encode()]
-            return _value_list(names)
+            return self._value_list_reply(names, f"list_keys reply ({len(names)} keys)", "")
         raise ProtocolError(f"unknown operation {op}")
 
     def _answer(self, op: int, keys: list[bytes]) -> list[bytes]:
@@ -916,16 +908,20 @@ class StoreServer:
             return [b"\x00", *self._keys.values(keys)]
         if op == MULTI_GET:
             values = self._keys.values(keys)
-            size = 5 + sum(4 + len(v) for v in values)
-            if size > self.limits.max_frame_size:
-                message = (
-                    f"The multi_get reply would be {size} bytes, over the TCP store server's "
-                    f"limit of {self.limits.max_frame_size} bytes (max_frame_size); read fewer "
-                    "keys at a time."
-                )
-                return [bytes([VALUE_ERROR]) + message.encode()]
-            return _value_list(values)
+            return self._value_list_reply(values, "multi_get reply", "; read fewer keys at a time")
         return [b"\x00"]
+
+    def _value_list_reply(self, items: list[bytes], what: str, advice: str) -> list[bytes]:
+        """``items`` as a list reply, or a VALUE_ERROR when that would outgrow a frame."""
+        size = 5 + sum(4 + len(i) for i in items)
+        limit = self.limits.max_frame_size
+        if size > limit:
+            message = (
+                f"The {what} would be {size} bytes, over the TCP store server's limit of "
+                f"{limit} bytes (max_frame_size){advice}."
+            )
+            return [bytes([VALUE_ERROR]) + message.encode()]
+        return _value_list(items)
 
     def _out(self, conn: _Conn | _Local, chunks: list[bytes]) -> None:
         """Answer a parked request of ``conn``: directly for a local caller or from the
