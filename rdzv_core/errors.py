@@ -17,6 +17,7 @@ __all__ = [
     "RendezvousConnectionError",
     "RendezvousError",
     "RendezvousGracefulExitError",
+    "RendezvousRestartLimitError",
     "RendezvousStateError",
     "RendezvousTimeoutError",
     "StoreConnectionError",
@@ -36,6 +37,11 @@ class RendezvousError(Exception):
 
 class RendezvousClosedError(RendezvousError):
     """The rendezvous has been closed; no new round can start."""
+
+
+class RendezvousRestartLimitError(RendezvousClosedError):
+    """The run was closed because failures caused more re-rendezvous than ``max_restarts``
+    allows; every node of the run gets this error."""
 
 
 class RendezvousTimeoutError(RendezvousError):

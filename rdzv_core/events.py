@@ -20,6 +20,7 @@ class EventKind(str, enum.Enum):
     JOIN = "join"
     COMPLETED = "completed"
     NODE_LOST = "node_lost"
+    RESTART_COUNTED = "restart_counted"
     CLOSED = "closed"
     FAILURE = "failure"
 

@@ -21,6 +21,9 @@ from .storetype import StoreType
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Mapping
+
+    from .params import RendezvousParameters
 
 PROJECT = "rdzv"
 
@@ -56,4 +59,16 @@ def rdzv_event(event: RendezvousEvent) -> None:
 
     Called synchronously in the thread that caused the event, for every loaded plugin;
     keep it fast. An exception raised here is logged and never disturbs the rendezvous.
+    """
+
+
+@hookspec
+def rdzv_node_attributes(params: RendezvousParameters) -> Mapping[str, str] | None:
+    """Declare attributes of this node (rack, switch, NVLink domain, ...) before it joins.
+
+    Called once per handler, with the run's parameters; return a mapping of attribute names
+    (letters, digits, ``_``, ``.``, ``-``) to printable values, or None. ``RDZV_NODE_ATTRS``
+    and the ``node_attrs`` config key override what hooks declare; ``host`` is reserved.
+    The attributes travel in the node's slot record, show in ``rdzv state``, and the rank
+    policy (``rank_order=topology``, ``rank0=attribute=value``) orders by them.
     """

@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -417,6 +418,27 @@ class Registry:
             except Exception:
                 log.exception("rdzv_event hook of plugin %r failed", impl.plugin_name)
 
+    def node_attributes(self, params: RendezvousParameters) -> list[Mapping[str, Any] | None]:
+        """What every loaded plugin's ``rdzv_node_attributes`` declares for ``params``; a
+        hook that raises is a RendezvousError naming its plugin."""
+        self.load_all()
+        declared: list[Mapping[str, Any] | None] = []
+        for impl in self._pm.hook.rdzv_node_attributes.get_hookimpls():
+            try:
+                result = impl.function(params=params) if impl.argnames else impl.function()
+            except Exception as e:
+                raise RendezvousError(
+                    f"The rdzv_node_attributes hook of plugin {impl.plugin_name!r} failed: "
+                    f"{type(e).__name__}: {e}"
+                ) from e
+            if result is not None and not isinstance(result, Mapping):
+                raise RendezvousError(
+                    f"The rdzv_node_attributes hook of plugin {impl.plugin_name!r} returned "
+                    f"{type(result).__name__}, not a mapping of attribute names to values."
+                )
+            declared.append(result)
+        return declared
+
     # -- dispatch --------------------------------------------------------------------------
 
     def create_store(self, params: RendezvousParameters) -> Store:
@@ -492,6 +514,11 @@ CORE_OPTIONS = {
     "heartbeat_timeout": "seconds one keep-alive may take (5)",
     "keep_alive_interval": "seconds between heartbeats (5)",
     "keep_alive_max_attempt": "missed heartbeats before a node counts as lost (3)",
+    "node_attrs": "this node's attributes, key=value pairs separated by ';' (also RDZV_NODE_ATTRS)",
+    "rank_order": "sorted (default), sticky (survivors keep their ranks) or topology",
+    "rank_key": "the attribute whose nodes get contiguous ranks (rank_order=topology)",
+    "rank0": "the node that gets rank 0: attribute=value, or a host name",
+    "max_restarts": "re-rendezvous that failures may cause before the run is closed (no limit)",
     "use_agent_store": "torchrun: whether workers reuse the agent's store (rdzv-torch)",
 }
 #: Keys launchers add on their own (torchrun: "timeout", and "rank" for static runs).

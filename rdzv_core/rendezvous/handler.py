@@ -16,9 +16,9 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -30,6 +30,8 @@ from ..errors import (
     RendezvousConnectionError,
     RendezvousError,
     RendezvousGracefulExitError,
+    RendezvousRestartLimitError,
+    RendezvousStateError,
     RendezvousTimeoutError,
     StoreDataLostError,
     StoreError,
@@ -37,6 +39,7 @@ from ..errors import (
 from ..events import EventKind, RendezvousEvent, emit
 from ..params import RendezvousParameters
 from ..store import PrefixStore, Store
+from .policy import Candidate, RankPolicy, node_attributes
 from .settings import HandlerSettings
 
 __all__ = [
@@ -82,18 +85,23 @@ class _Node:
     pid: int
     local_id: int
     nonce: str
+    attrs: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
     def id(self) -> str:
         return f"{self.addr}_{self.pid}_{self.local_id}_{self.nonce}"
 
     def encode(self) -> str:
-        return json.dumps([self.addr, self.pid, self.local_id, self.nonce])
+        fields: list[Any] = [self.addr, self.pid, self.local_id, self.nonce]
+        if self.attrs:
+            fields.append(dict(self.attrs))
+        return json.dumps(fields)
 
     @classmethod
     def decode(cls, raw: bytes) -> _Node:
-        addr, pid, local_id, nonce = json.loads(raw)
-        return cls(str(addr), int(pid), int(local_id), str(nonce))
+        addr, pid, local_id, nonce, *rest = json.loads(raw)
+        attrs = tuple((str(k), str(v)) for k, v in rest[0].items()) if rest else ()
+        return cls(str(addr), int(pid), int(local_id), str(nonce), attrs)
 
 
 @dataclass
@@ -133,6 +141,8 @@ class RendezvousHandler:
         settings: HandlerSettings | None = None,
         *,
         owns_store: bool = False,
+        policy: RankPolicy | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> None:
         if not run_id:
             raise ValueError("The run id must be a non-empty string.")
@@ -159,8 +169,11 @@ class RendezvousHandler:
         self._max = max_nodes
         self._settings = settings or HandlerSettings()
         self._owns_store = owns_store
+        self._policy = policy or RankPolicy()
+        self._policy_checked = False
         addr = local_addr or socket.getfqdn()
-        self._node = _Node(addr, os.getpid(), next(_local_ids), secrets.token_hex(3))
+        attrs = tuple(sorted({**(attributes or {}), "host": addr}.items()))
+        self._node = _Node(addr, os.getpid(), next(_local_ids), secrets.token_hex(3), attrs)
         self._lock = threading.Lock()
         self._member: _Membership | None = None
         self._standby = False
@@ -262,6 +275,11 @@ class RendezvousHandler:
 
     def _closed_error(self) -> RendezvousError:
         self._saw_close()
+        reason = self._peek("closed_reason")
+        if reason is not None:
+            return RendezvousRestartLimitError(
+                f"The rendezvous '{self._run_id}' is closed: {reason.decode(errors='replace')}."
+            )
         if self._standby:
             return RendezvousGracefulExitError(
                 f"The rendezvous '{self._run_id}' is closed, terminating pending rendezvous."
@@ -292,6 +310,7 @@ class RendezvousHandler:
             with self._guard():
                 self._beat()
                 self._register()  # after the first beat: a listed node has a heartbeat key
+                self._check_policy()
                 self._start_heartbeat()
                 self._leave_round()
                 return self._join(deadline)
@@ -301,6 +320,39 @@ class RendezvousHandler:
             raise
         finally:
             self._joining = False
+
+    def _check_policy(self) -> None:
+        """The first node of a run records its policy options; every other node must use
+        the same ones (a mismatch is refused, naming both)."""
+        if self._policy_checked:
+            return
+        mine = self._policy.describe()
+        theirs = self._store.compare_set("policy", "", mine).decode()
+        if theirs != mine:
+            raise RendezvousStateError(
+                f"This node's rendezvous policy ({mine}) differs from the one of run "
+                f"'{self._run_id}' ({theirs}): every node of a run must use the same rank_order, "
+                "rank_key, rank0 and max_restarts."
+            )
+        self._policy_checked = True
+
+    def _count_restart(self, round_: int, cause: str) -> None:
+        """Count one failure-caused re-rendezvous for ``round_`` (once, whoever reports it);
+        past ``max_restarts`` the run is closed for every node with the reason."""
+        claim = self._store.compare_set(_r(round_, "restart"), "", self._node.id)
+        if claim != self._node.id.encode():
+            return
+        count = self._store.add("restarts", 1)
+        self._event(EventKind.RESTART_COUNTED, round=round_, restarts=count, cause=cause)
+        limit = self._policy.max_restarts
+        if limit is not None and count > limit:
+            reason = (
+                f"failures caused {count} re-rendezvous, more than max_restarts={limit} "
+                f"(the last: {cause})"
+            )
+            log.error("rendezvous '%s': %s; closing the run", self._run_id, reason)
+            self._store.compare_set("closed_reason", "", reason)
+            self.set_closed()
 
     def _leave_round(self) -> None:
         with self._lock:
@@ -373,6 +425,8 @@ class RendezvousHandler:
             self._failure_note = note
             log.warning("rendezvous '%s': %s; joining round %d", self._run_id, note, round_ + 1)
             self._event(EventKind.NODE_LOST, round=round_, cause=failure)
+        self._count_restart(round_, failure)
+        self._raise_if_closed()
         self._store.compare_set("round", str(round_), str(round_ + 1))
         self._store.set(_r(round_ + 1, "open"), "1")
 
@@ -454,14 +508,29 @@ class RendezvousHandler:
             )
         nodes = [_Node.decode(raw) for raw in self._store.multi_get(slots)]
         self._beat_while_joining()  # the others watch this node's heartbeat meanwhile
-        order = sorted(range(size), key=lambda i: nodes[i])
+        order = self._policy.ranks(self._candidates(nodes))
         ids = [nodes[slot].id for slot in order]
+        if self._policy.remembers_ranks:
+            self._store.set("last_ranks", json.dumps(ids))
         # A node's rank value names its successor too: one read tells it both.
         keys = [_r(round_, f"rank/{slot + 1}") for slot in order]
         values = [f"{rank}\n{ids[(rank + 1) % size]}" for rank in range(size)]
         keys += [_r(round_, f"member/{rank}") for rank in range(size)]
         self._store.multi_set(keys, values + ids)
         self._record_summary(round_, ids)
+
+    def _candidates(self, nodes: list[_Node]) -> list[Candidate]:
+        """The round's nodes as the rank policy sees them (with the previous round's ranks
+        when the policy keeps them)."""
+        previous: dict[str, int] = {}
+        if self._policy.remembers_ranks:
+            raw = self._peek("last_ranks")
+            previous = {node: rank for rank, node in enumerate(json.loads(raw))} if raw else {}
+        position = {i: p for p, i in enumerate(sorted(range(len(nodes)), key=lambda i: nodes[i]))}
+        return [
+            Candidate(node.id, dict(node.attrs), position[i], previous.get(node.id))
+            for i, node in enumerate(nodes)
+        ]
 
     def _record_summary(self, round_: int, members: list[str]) -> None:
         """Keep a readable summary of the latest round in the backend (best effort)."""
@@ -620,6 +689,7 @@ class RendezvousHandler:
         self._store.add(_r(round_, "pending"), 1)
         log.warning("rendezvous '%s': node %s stopped heartbeating", self._run_id, node_id)
         self._event(EventKind.NODE_LOST, round=round_, lost=node_id)
+        self._count_restart(round_, f"node {node_id} stopped heartbeating")
 
     # -- queries and control ---------------------------------------------------------------
 
@@ -912,9 +982,11 @@ class _RoundWatch:
 def create_handler(params: RendezvousParameters) -> RendezvousHandler:
     """The handler for ``params``: settings validated first, then the backend and store
     from :func:`~rdzv_core.create_backend`."""
-    from ..registry import create_backend
+    from ..registry import create_backend, default_registry
 
     settings = HandlerSettings.from_params(params)
+    policy = RankPolicy.from_params(params)
+    attributes = node_attributes(params, default_registry().node_attributes(params))
     backend, store = create_backend(params)
     try:
         return RendezvousHandler(
@@ -926,6 +998,8 @@ def create_handler(params: RendezvousParameters) -> RendezvousHandler:
             params.local_addr,
             settings,
             owns_store=True,
+            policy=policy,
+            attributes=attributes,
         )
     except BaseException:
         store.close()  # a hosted server must not outlive the handler that was refused

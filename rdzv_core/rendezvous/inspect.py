@@ -35,8 +35,14 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
         if size:
             ids = store.multi_get([f"{r}member/{i}" for i in range(size)])
             beats = [_peek(store, f"hb/{m.decode()}") for m in ids]
+            attrs = _attributes(store.multi_get([f"{r}slot/{i}" for i in range(1, size + 1)]))
             members = [
-                {"rank": i, "node": m.decode(), "heartbeats": int(b or b"0")}
+                {
+                    "rank": i,
+                    "node": m.decode(),
+                    "heartbeats": int(b or b"0"),
+                    "attributes": attrs.get(m.decode(), {}),
+                }
                 for i, (m, b) in enumerate(zip(ids, beats))
             ]
         lost_count = int(_peek(store, r + "lost_count") or b"0")
@@ -50,6 +56,9 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
         )
         pending = int(_peek(store, r + "pending") or b"0")
         master = _peek(store, r + "master")
+        policy = _peek(store, "policy")
+        restarts = int(_peek(store, "restarts") or b"0")
+        closed_reason = _peek(store, "closed_reason")
     except (StoreError, OSError, TimeoutError) as e:
         raise RendezvousConnectionError(CONNECTION_FAILED) from e
     return {
@@ -64,7 +73,19 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
         "waiting_or_lost": pending,
         "lost": lost,
         "master": json.loads(master) if master else None,
+        "policy": policy.decode() if policy else None,
+        "restarts": restarts,
+        "closed_reason": closed_reason.decode(errors="replace") if closed_reason else None,
     }
+
+
+def _attributes(slots: list[bytes]) -> dict[str, dict[str, str]]:
+    """Each node's attributes by node id, from the round's slot records."""
+    found = {}
+    for raw in slots:
+        addr, pid, local_id, nonce, *rest = json.loads(raw)
+        found[f"{addr}_{pid}_{local_id}_{nonce}"] = dict(rest[0]) if rest else {"host": addr}
+    return found
 
 
 def describe_run(run: dict[str, Any]) -> str:
@@ -73,14 +94,20 @@ def describe_run(run: dict[str, Any]) -> str:
         return f"run {run['run_id']!r}: no rendezvous state in this store"
     status = "closed" if run["closed"] else "complete" if run["complete"] else "gathering"
     lines = [f"run {run['run_id']!r}: round {run['round']}, {status}, {run['joined']} joined"]
+    if run.get("closed_reason"):
+        lines.append(f"closed: {run['closed_reason']}")
+    if run.get("policy"):
+        lines.append(f"policy {run['policy']}; {run['restarts']} restart(s) after failures")
     if run["complete"]:
         master = run["master"]
         where = f", master {master[0]}:{master[1]}" if master else ""
         lines.append(f"world size {run['world_size']}{where}")
-        lines += [
-            f"  rank {m['rank']:>4}  {m['node']}  ({m['heartbeats']} heartbeats)"
-            for m in run["members"]
-        ]
+        for m in run["members"]:
+            shown = ", ".join(f"{k}={v}" for k, v in m["attributes"].items() if k != "host")
+            lines.append(
+                f"  rank {m['rank']:>4}  {m['node']}  ({m['heartbeats']} heartbeats)"
+                + (f"  [{shown}]" if shown else "")
+            )
     if run["waiting_or_lost"]:
         lines.append(f"{run['waiting_or_lost']} change(s) pending: nodes waiting or lost")
     lines += [f"  lost: {node}" for node in run["lost"]]
