@@ -16,6 +16,7 @@ __all__ = [
     "RendezvousClosedError",
     "RendezvousConnectionError",
     "RendezvousError",
+    "RendezvousExcludedError",
     "RendezvousGracefulExitError",
     "RendezvousRestartLimitError",
     "RendezvousStateError",
@@ -37,6 +38,11 @@ class RendezvousError(Exception):
 
 class RendezvousClosedError(RendezvousError):
     """The rendezvous has been closed; no new round can start."""
+
+
+class RendezvousExcludedError(RendezvousError):
+    """This node may not join: its health check failed, or it (its host, rack, ...) is
+    excluded for a cool-down after failing before. The message says why and for how long."""
 
 
 class RendezvousRestartLimitError(RendezvousClosedError):

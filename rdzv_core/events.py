@@ -21,6 +21,7 @@ class EventKind(str, enum.Enum):
     COMPLETED = "completed"
     NODE_LOST = "node_lost"
     RESTART_COUNTED = "restart_counted"
+    EXCLUDED = "excluded"
     CLOSED = "closed"
     FAILURE = "failure"
 

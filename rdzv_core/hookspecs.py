@@ -21,7 +21,7 @@ from .storetype import StoreType
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from .params import RendezvousParameters
 
@@ -71,4 +71,16 @@ def rdzv_node_attributes(params: RendezvousParameters) -> Mapping[str, str] | No
     and the ``node_attrs`` config key override what hooks declare; ``host`` is reserved.
     The attributes travel in the node's slot record, show in ``rdzv state``, and the rank
     policy (``rank_order=topology``, ``rank0=attribute=value``) orders by them.
+    """
+
+
+@hookspec
+def rdzv_health_check(params: RendezvousParameters) -> Callable[[], str | None] | None:
+    """A check this node must pass before it joins a round, or None.
+
+    Return a callable that returns None when the node is healthy, else a one-line reason;
+    it runs before every round this node joins, beside the ``health_check`` command if one
+    is configured. A failing node is excluded (``exclude_by``, with a cool-down) and its
+    ``next_rendezvous`` raises ``RendezvousExcludedError`` with the reason. A check that
+    raises fails the node too, unless ``health_fail_open=true``.
     """

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -439,6 +439,33 @@ class Registry:
             declared.append(result)
         return declared
 
+    def health_check(self, params: RendezvousParameters) -> Callable[[], str | None] | None:
+        """The checks every loaded plugin's ``rdzv_health_check`` returns for ``params``,
+        as one: None when every check passes, else the first failure's reason (named with
+        its plugin). None when no plugin has a check."""
+        self.load_all()
+        checks: list[tuple[str, Callable[[], str | None]]] = []
+        for impl in self._pm.hook.rdzv_health_check.get_hookimpls():
+            check = impl.function(params=params) if impl.argnames else impl.function()
+            if check is not None:
+                if not callable(check):
+                    raise RendezvousError(
+                        f"The rdzv_health_check hook of plugin {impl.plugin_name!r} returned "
+                        f"{type(check).__name__}, not a callable."
+                    )
+                checks.append((impl.plugin_name, check))
+        if not checks:
+            return None
+
+        def run_all() -> str | None:
+            for name, check in checks:
+                reason = check()
+                if reason is not None:
+                    return f"{reason} (health check of plugin {name!r})"
+            return None
+
+        return run_all
+
     # -- dispatch --------------------------------------------------------------------------
 
     def create_store(self, params: RendezvousParameters) -> Store:
@@ -519,6 +546,13 @@ CORE_OPTIONS = {
     "rank_key": "the attribute whose nodes get contiguous ranks (rank_order=topology)",
     "rank0": "the node that gets rank 0: attribute=value, or a host name",
     "max_restarts": "re-rendezvous that failures may cause before the run is closed (no limit)",
+    "health_check": "a command each node runs before it joins a round (exit 0: healthy)",
+    "health_timeout": "seconds the health check may take (60)",
+    "health_fail_open": "true: a check that crashes or overruns lets the node join (false)",
+    "exclude_by": "the attribute a failing node is excluded by: host (default), rack, ...",
+    "cooldown_min": "seconds of the first exclusion; each strike doubles it (60)",
+    "cooldown_max": "the longest exclusion in seconds (3600)",
+    "max_strikes": "strikes after which an exclusion is permanent (never)",
     "use_agent_store": "torchrun: whether workers reuse the agent's store (rdzv-torch)",
 }
 #: Keys launchers add on their own (torchrun: "timeout", and "rank" for static runs).

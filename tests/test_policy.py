@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from rdzv_core import (
+    RendezvousExcludedError,
     RendezvousParameters,
     RendezvousRestartLimitError,
     RendezvousStateError,
@@ -29,7 +30,14 @@ from rdzv_core import (
 from rdzv_core.rendezvous import HandlerSettings, RendezvousHandler
 from rdzv_core.rendezvous.demo import DEMO_CONFIG
 from rdzv_core.rendezvous.inspect import describe_run, read_run
-from rdzv_core.rendezvous.policy import Candidate, RankPolicy, node_attributes, parse_attributes
+from rdzv_core.rendezvous.policy import (
+    Candidate,
+    Exclusion,
+    HealthCheck,
+    RankPolicy,
+    node_attributes,
+    parse_attributes,
+)
 from rdzv_core.testing import MemoryStore
 
 FAST = HandlerSettings(
@@ -38,6 +46,9 @@ FAST = HandlerSettings(
     keep_alive_interval=timedelta(seconds=0.5),
     keep_alive_max_attempt=4,
 )
+
+
+DEFAULT_EXCLUSION = "exclude_by=host,cooldown_min=60,cooldown_max=3600"
 
 
 def params(**config: str) -> RendezvousParameters:
@@ -169,12 +180,19 @@ def make() -> Iterator[Callable[..., RendezvousHandler]]:
     made: list[RendezvousHandler] = []
 
     def make_handler(
-        low: int, high: int, policy: RankPolicy | None = None, **attributes: str
+        low: int,
+        high: int,
+        policy: RankPolicy | None = None,
+        *,
+        health: HealthCheck | None = None,
+        exclusion: Exclusion | None = None,
+        host: str = "10.0.0.1",
+        **attributes: str,
     ) -> RendezvousHandler:
         client = base.client()
         handler = RendezvousHandler(
-            "run", client, StoreBackend(client, "run"), low, high, "10.0.0.1", FAST,
-            policy=policy, attributes=attributes,
+            "run", client, StoreBackend(client, "run"), low, high, host, FAST,
+            policy=policy, attributes=attributes, health=health, exclusion=exclusion,
         )  # fmt: skip
         made.append(handler)
         return handler
@@ -213,9 +231,9 @@ def test_attributes_travel_in_the_slot_record_and_show_in_state(make: Any) -> No
         {"host": "10.0.0.1", "rack": "r0"},
         {"host": "10.0.0.1", "rack": "r1"},
     ]
-    assert run["policy"] == "rank_order=sorted" and run["restarts"] == 0
+    assert run["policy"] == f"rank_order=sorted,{DEFAULT_EXCLUSION}" and run["restarts"] == 0
     shown = describe_run(run)
-    assert "[rack=r0]" in shown and "policy rank_order=sorted; 0 restart(s)" in shown
+    assert "[rack=r0]" in shown and "policy rank_order=sorted," in shown
 
 
 def test_topology_ranks_with_handlers(make: Any) -> None:
@@ -258,9 +276,10 @@ def test_nodes_with_another_policy_are_refused(make: Any) -> None:
     rendezvous([first])
     with pytest.raises(RendezvousStateError) as caught:
         other.next_rendezvous()
-    assert "(rank_order=sorted) differs from the one of run 'run' (rank_order=sticky)" in str(
-        caught.value
-    )
+    assert (
+        f"(rank_order=sorted,{DEFAULT_EXCLUSION}) differs from the one of run 'run' "
+        f"(rank_order=sticky,{DEFAULT_EXCLUSION})"
+    ) in str(caught.value)
 
 
 def test_the_restart_budget_closes_the_run_for_every_node(make: Any) -> None:
@@ -287,7 +306,179 @@ def test_the_restart_budget_closes_the_run_for_every_node(make: Any) -> None:
         late.next_rendezvous()
 
 
+# -- health checks and exclusion ---------------------------------------------------------------
+
+
+def test_a_health_command_reports_its_last_line() -> None:
+    check = HealthCheck.from_params(
+        params(health_check="sh -c 'echo checking; echo disk full; exit 3'")
+    )
+    assert check is not None
+    assert check.run() == "health check sh exited with status 3: disk full"
+    assert HealthCheck.from_params(params(health_check="true")).run() is None  # type: ignore[union-attr]
+    slow = HealthCheck(("sleep", "5"), timeout=0.2)
+    assert slow.run() == "the health check sleep took longer than 0.2 s"
+    assert HealthCheck(("sleep", "5"), timeout=0.2, fail_open=True).run() is None
+
+
+def test_a_check_that_raises_fails_closed_unless_configured_open() -> None:
+    def broken() -> str | None:
+        raise OSError("no such device")
+
+    assert HealthCheck(check=broken).run() == (
+        "the health check failed to run: OSError: no such device"
+    )
+    assert HealthCheck(check=broken, fail_open=True).run() is None
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"health_check": "/no/such/check --fast"}, "'/no/such/check' is not an executable"),
+        ({"health_check": "true", "health_timeout": "0"}, "health_timeout must be 1 to 86400"),
+        ({"cooldown_min": "-1"}, "cooldown_min and cooldown_max must be positive"),
+        ({"cooldown_min": "10", "cooldown_max": "5"}, "with cooldown_min <= cooldown_max"),
+        ({"max_strikes": "0"}, "max_strikes must be 1 or more"),
+        ({"exclude_by": "a b"}, "exclude_by must be an attribute name"),
+    ],
+)
+def test_bad_health_and_exclusion_options(config: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        HealthCheck.from_params(params(**config))
+        Exclusion.from_params(params(**config))
+    assert message in str(caught.value)
+
+
+def test_cooldown_doubles_per_strike_with_jitter_and_a_cap() -> None:
+    rule = Exclusion(cooldown_min=1, cooldown_max=4, max_strikes=5)
+    assert [rule.cooldown(n, 0) for n in (1, 2, 3, 4)] == [1, 2, 4, 4]
+    assert 1 <= rule.cooldown(1, 0.99) <= 1.1
+    assert not rule.permanent(4) and rule.permanent(5)
+
+
+class Switch:
+    """A health check whose answer the test sets."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = "GPU 3 fell off the bus"
+        self.runs = 0
+
+    def __call__(self) -> str | None:
+        self.runs += 1
+        return self.reason
+
+
+def test_a_failing_node_is_excluded_with_a_cooldown_that_doubles(make: Any) -> None:
+    switch = Switch()
+    rule = Exclusion(cooldown_min=1, cooldown_max=8)
+    sick = make(1, 2, health=HealthCheck(check=switch), exclusion=rule, host="10.0.0.9")
+    started = time.monotonic()
+    with pytest.raises(
+        RendezvousExcludedError,
+        match=r"\(host=10.0.0.9\) is excluded .* for 1\.\d s more \(strike 1\): GPU 3 fell off the bus",
+    ):
+        sick.next_rendezvous()
+    with pytest.raises(RendezvousExcludedError, match="strike 1"):
+        sick.next_rendezvous()  # refused at once, without running the check again
+    assert switch.runs == 1
+    run = read_run(make.base, "run")
+    assert run["exclusions"]["host=10.0.0.9"]["strikes"] == 1
+    assert "GPU 3 fell off the bus" in describe_run(run)
+    while time.monotonic() - started < 1.2:
+        time.sleep(0.05)
+    with pytest.raises(RendezvousExcludedError, match=r"for 2\.\d s more \(strike 2\)"):
+        sick.next_rendezvous()  # the check runs again after the cool-down, and fails again
+    healthy_peer = make(1, 2, exclusion=rule, host="10.0.0.1")
+    assert healthy_peer.next_rendezvous().world_size == 1, "a healthy node is not held up"
+    time.sleep(2.3)
+    switch.reason = None
+    ranks = rendezvous([sick, healthy_peer])  # the peer re-rendezvous with the newcomer
+    assert sorted(ranks.values()) == [0, 1], "after its cool-down a healthy node joins"
+
+
+def test_exclusions_survive_every_node_restarting(tmp_path: Path) -> None:
+    """The records live in the store: new handlers (new processes, on a file store) of
+    the same run refuse the excluded host until its cool-down ends."""
+    from rdzv_plugin_file import FileStore
+
+    path = tmp_path / "store"
+    rule = Exclusion(cooldown_min=30, cooldown_max=60)
+
+    def handler(check: Callable[[], str | None] | None) -> RendezvousHandler:
+        store = FileStore(path, timeout=timedelta(seconds=10))
+        health = HealthCheck(check=check) if check else None
+        return RendezvousHandler(
+            "run", store, StoreBackend(store, "run"), 1, 1, "10.0.0.9", FAST,
+            health=health, exclusion=rule, owns_store=True,
+        )  # fmt: skip
+
+    first = handler(lambda: "ECC errors")
+    with pytest.raises(RendezvousExcludedError, match="ECC errors"):
+        first.next_rendezvous()
+    first.close()
+    again = handler(None)  # a restarted node on the same host, no check configured
+    with pytest.raises(RendezvousExcludedError, match=r"for 29\.\d s more|for 3\d\.\d s more"):
+        again.next_rendezvous()
+    again.close()
+
+
+def test_the_exclusion_key_may_be_any_attribute(make: Any) -> None:
+    rule = Exclusion(by="rack", cooldown_min=30, cooldown_max=60)
+    sick = make(1, 2, health=HealthCheck(check=lambda: "switch down"), exclusion=rule, rack="r7")
+    with pytest.raises(RendezvousExcludedError, match=r"\(rack=r7\)"):
+        sick.next_rendezvous()
+    neighbour = make(1, 2, exclusion=rule, rack="r7", host="10.0.0.2")
+    with pytest.raises(RendezvousExcludedError, match="rack=r7.*switch down"):
+        neighbour.next_rendezvous()
+    elsewhere = make(1, 2, exclusion=rule, rack="r8", host="10.0.0.3")
+    assert elsewhere.next_rendezvous().world_size == 1
+
+
 # -- node processes ----------------------------------------------------------------------------
+
+
+def node_command(endpoint: str, run_id: str, low: int, high: int, config: str) -> list[str]:
+    return [sys.executable, "-m", "rdzv_core.rendezvous.demo", "node", endpoint, "file",
+            run_id, str(low), str(high), ",".join(filter(None, [DEMO_CONFIG, config]))]  # fmt: skip
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RDZV_")}
+    return {**env, **extra}
+
+
+def test_a_node_failing_its_health_check_stays_out_and_the_others_complete(
+    tmp_path: Path,
+) -> None:
+    """3 node processes, min 2, max 3: one runs a failing check. The other two complete
+    within last_call_timeout + 1 s; the failing one exits naming the check's reason."""
+    endpoint = str(tmp_path / "store")
+    failing = "health_check=sh -c 'echo nvidia-smi: GPU lost; exit 1'"
+    procs = [
+        subprocess.Popen(node_command(endpoint, "health", 2, 3, config), stdout=subprocess.PIPE,
+                         text=True, env=clean_env(RDZV_NODE_ATTRS=f"slot={i}"))
+        for i, config in enumerate(["", "", failing])
+    ]  # fmt: skip
+    started = time.monotonic()
+    try:
+        events = []
+        for proc in procs:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                event = json.loads(line)
+                if event["event"] in ("round", "error"):
+                    events.append((event, time.monotonic() - started))
+                    break
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
+            proc.stdout.close()  # type: ignore[union-attr]
+    (a, ta), (b, tb), (c, _) = events
+    assert a["event"] == b["event"] == "round" and {a["rank"], b["rank"]} == {0, 1}
+    assert a["world"] == 2 and max(ta, tb) < 1 + 1 + 3, "the healthy nodes were held up"
+    assert c["event"] == "error" and "nvidia-smi: GPU lost" in c["error"]
+    assert "RendezvousExcludedError" in c["error"] or "excluded" in c["error"]
 
 
 def test_rank0_pinned_across_shuffled_starts_of_node_processes(tmp_path: Path) -> None:
@@ -322,6 +513,7 @@ def test_rank0_pinned_across_shuffled_starts_of_node_processes(tmp_path: Path) -
             for proc in procs.values():
                 proc.kill()
                 proc.wait(10)
+                proc.stdout.close()  # type: ignore[union-attr]
         assert ranks[0] == 0, f"trial {trial}: the lead node got rank {ranks[0]}"
         # after the pinned node, rack r1's nodes, then r2's: contiguous by rack
         assert sorted(ranks[i] for i in (1, 3)) == [1, 2] and ranks[2] == 3

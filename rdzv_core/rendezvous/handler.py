@@ -29,6 +29,7 @@ from ..errors import (
     RendezvousClosedError,
     RendezvousConnectionError,
     RendezvousError,
+    RendezvousExcludedError,
     RendezvousGracefulExitError,
     RendezvousRestartLimitError,
     RendezvousStateError,
@@ -39,7 +40,7 @@ from ..errors import (
 from ..events import EventKind, RendezvousEvent, emit
 from ..params import RendezvousParameters
 from ..store import PrefixStore, Store
-from .policy import Candidate, RankPolicy, node_attributes
+from .policy import Candidate, Exclusion, HealthCheck, RankPolicy, node_attributes
 from .settings import HandlerSettings
 
 __all__ = [
@@ -143,6 +144,8 @@ class RendezvousHandler:
         owns_store: bool = False,
         policy: RankPolicy | None = None,
         attributes: Mapping[str, str] | None = None,
+        health: HealthCheck | None = None,
+        exclusion: Exclusion | None = None,
     ) -> None:
         if not run_id:
             raise ValueError("The run id must be a non-empty string.")
@@ -171,6 +174,8 @@ class RendezvousHandler:
         self._owns_store = owns_store
         self._policy = policy or RankPolicy()
         self._policy_checked = False
+        self._health = health
+        self._exclusion = exclusion or Exclusion()
         addr = local_addr or socket.getfqdn()
         attrs = tuple(sorted({**(attributes or {}), "host": addr}.items()))
         self._node = _Node(addr, os.getpid(), next(_local_ids), secrets.token_hex(3), attrs)
@@ -313,6 +318,7 @@ class RendezvousHandler:
                 self._check_policy()
                 self._start_heartbeat()
                 self._leave_round()
+                self._admit()
                 return self._join(deadline)
         except RendezvousError as e:
             if not isinstance(e, RendezvousGracefulExitError):
@@ -326,7 +332,7 @@ class RendezvousHandler:
         the same ones (a mismatch is refused, naming both)."""
         if self._policy_checked:
             return
-        mine = self._policy.describe()
+        mine = f"{self._policy.describe()},{self._exclusion.describe()}"
         theirs = self._store.compare_set("policy", "", mine).decode()
         if theirs != mine:
             raise RendezvousStateError(
@@ -335,6 +341,69 @@ class RendezvousHandler:
                 "rank_key, rank0 and max_restarts."
             )
         self._policy_checked = True
+
+    def _admit(self) -> None:
+        """Refuse this node while it (its ``exclude_by`` attribute's value) is excluded;
+        run its health check, and on a failure exclude it and refuse it."""
+        by = self._exclusion.by
+        value = dict(self._node.attrs).get(by)
+        subject = f"{by}={value}" if value is not None else None
+        record = self._exclusions().get(subject) if subject else None
+        if subject is not None and record is not None:
+            left = record["until"] - time.time()
+            if record["permanent"] or left > 0:
+                raise self._excluded(subject, record, left)
+        if self._health is None:
+            return
+        reason = self._health.run()
+        if reason is None:
+            return
+        if subject is None:
+            raise RendezvousExcludedError(
+                f"Node {self._node.id} may not join the rendezvous '{self._run_id}': {reason} "
+                f"(it has no '{by}' attribute to exclude it by)."
+            )
+        record = self._strike(subject, reason)
+        self._event(
+            EventKind.EXCLUDED, subject=subject, reason=reason, strikes=record["strikes"],
+            seconds=None if record["permanent"] else round(record["until"] - time.time(), 3),
+        )  # fmt: skip
+        raise self._excluded(subject, record, record["until"] - time.time())
+
+    def _excluded(self, subject: str, record: dict[str, Any], left: float) -> RendezvousError:
+        how = (
+            f"permanently ({record['strikes']} strikes, max_strikes={self._exclusion.max_strikes})"
+            if record["permanent"]
+            else f"for {max(left, 0):.1f} s more (strike {record['strikes']})"
+        )
+        return RendezvousExcludedError(
+            f"Node {self._node.id} ({subject}) is excluded from the rendezvous "
+            f"'{self._run_id}' {how}: {record['reason']}."
+        )
+
+    def _exclusions(self) -> dict[str, dict[str, Any]]:
+        """The run's exclusion records by subject (``attribute=value``)."""
+        raw = self._peek("exclusions")
+        return dict(json.loads(raw)["records"]) if raw else {}
+
+    def _strike(self, subject: str, reason: str) -> dict[str, Any]:
+        """One more strike for ``subject`` in the run's exclusion records (a compare-and-set
+        loop: strikes from several nodes at once all count). Returns its new record."""
+        while True:
+            raw = self._peek("exclusions")
+            records = dict(json.loads(raw)["records"]) if raw else {}
+            strikes = int(records.get(subject, {}).get("strikes", 0)) + 1
+            seconds = self._exclusion.cooldown(strikes, secrets.randbelow(1000) / 1000)
+            record = {
+                "strikes": strikes,
+                "until": time.time() + seconds,
+                "permanent": self._exclusion.permanent(strikes),
+                "reason": reason,
+            }
+            records[subject] = record
+            new = json.dumps({"records": records, "by": self._node.id, "at": time.time()})
+            if self._store.compare_set("exclusions", raw or "", new) == new.encode():
+                return record
 
     def _count_restart(self, round_: int, cause: str) -> None:
         """Count one failure-caused re-rendezvous for ``round_`` (once, whoever reports it);
@@ -986,7 +1055,10 @@ def create_handler(params: RendezvousParameters) -> RendezvousHandler:
 
     settings = HandlerSettings.from_params(params)
     policy = RankPolicy.from_params(params)
-    attributes = node_attributes(params, default_registry().node_attributes(params))
+    exclusion = Exclusion.from_params(params)
+    registry = default_registry()
+    attributes = node_attributes(params, registry.node_attributes(params))
+    health = HealthCheck.from_params(params, registry.health_check(params))
     backend, store = create_backend(params)
     try:
         return RendezvousHandler(
@@ -1000,6 +1072,8 @@ def create_handler(params: RendezvousParameters) -> RendezvousHandler:
             owns_store=True,
             policy=policy,
             attributes=attributes,
+            health=health,
+            exclusion=exclusion,
         )
     except BaseException:
         store.close()  # a hosted server must not outlive the handler that was refused

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from ..errors import CONNECTION_FAILED, RendezvousConnectionError, StoreError
@@ -23,9 +24,9 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
     store = PrefixStore(f"rdzv.{run_id}", raw)
     try:
         round_raw = _peek(store, "round")
-        if round_raw is None:
+        if round_raw is None and not store.check(["policy"]):
             return {"run_id": run_id, "exists": False}
-        round_ = int(round_raw)
+        round_ = int(round_raw or b"0")  # nodes came, but none took a slot yet
         closed = store.check(["closed"])
         r = f"r{round_}/"
         joined = int(_peek(store, r + "seq") or b"0")
@@ -59,6 +60,7 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
         policy = _peek(store, "policy")
         restarts = int(_peek(store, "restarts") or b"0")
         closed_reason = _peek(store, "closed_reason")
+        excluded = _peek(store, "exclusions")
     except (StoreError, OSError, TimeoutError) as e:
         raise RendezvousConnectionError(CONNECTION_FAILED) from e
     return {
@@ -76,7 +78,20 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
         "policy": policy.decode() if policy else None,
         "restarts": restarts,
         "closed_reason": closed_reason.decode(errors="replace") if closed_reason else None,
+        "exclusions": _exclusions(excluded),
     }
+
+
+def _exclusions(raw: bytes | None) -> dict[str, dict[str, Any]]:
+    """The exclusion records, each with the seconds it has left (None: permanent)."""
+    if not raw:
+        return {}
+    now = time.time()
+    out = {}
+    for subject, record in json.loads(raw)["records"].items():
+        left = None if record["permanent"] else max(0.0, record["until"] - now)
+        out[subject] = {**record, "seconds_left": left}
+    return out
 
 
 def _attributes(slots: list[bytes]) -> dict[str, dict[str, str]]:
@@ -111,4 +126,11 @@ def describe_run(run: dict[str, Any]) -> str:
     if run["waiting_or_lost"]:
         lines.append(f"{run['waiting_or_lost']} change(s) pending: nodes waiting or lost")
     lines += [f"  lost: {node}" for node in run["lost"]]
+    for subject, record in run.get("exclusions", {}).items():
+        left = record["seconds_left"]
+        if left is None or left > 0:
+            how = "permanently" if left is None else f"{left:.0f} s left"
+            lines.append(
+                f"  excluded: {subject} ({how}, {record['strikes']} strike(s)): {record['reason']}"
+            )
     return "\n".join(lines)

@@ -18,13 +18,24 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..params import RendezvousParameters
 
-__all__ = ["ATTRS_ENV", "Candidate", "RankPolicy", "node_attributes", "parse_attributes"]
+__all__ = [
+    "ATTRS_ENV",
+    "Candidate",
+    "Exclusion",
+    "HealthCheck",
+    "RankPolicy",
+    "node_attributes",
+    "parse_attributes",
+]
 
 #: The environment variable an operator declares this node's attributes in.
 ATTRS_ENV = "RDZV_NODE_ATTRS"
@@ -194,3 +205,124 @@ def _sticky(candidates: Sequence[Candidate], default: list[int]) -> list[int]:
             rest.append(i)
     fill = iter(rest)
     return [i if i is not None else next(fill) for i in placed]
+
+
+# -- health checks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A check a node passes before it takes a slot in a round.
+
+    ``command`` (argv) is an operator's script: exit status 0 is healthy; otherwise the
+    last line of its output is the reason. ``check`` (from a plugin) returns None when
+    healthy, else the reason. A check that raises or overruns ``timeout`` seconds fails
+    the node, unless ``fail_open``.
+    """
+
+    command: tuple[str, ...] = ()
+    check: Callable[[], str | None] | None = None
+    timeout: float = 60.0
+    fail_open: bool = False
+
+    @classmethod
+    def from_params(
+        cls, params: RendezvousParameters, check: Callable[[], str | None] | None = None
+    ) -> HealthCheck | None:
+        """The check the config (``health_check``, ``health_timeout``,
+        ``health_fail_open``) or a plugin's ``rdzv_health_check`` asks for; None if none."""
+        text = params.get("health_check")
+        timeout = params.get_as_int("health_timeout", 60)
+        assert timeout is not None
+        if not 0 < timeout <= 86400:
+            raise ValueError(f"health_timeout must be 1 to 86400 seconds, got {timeout}.")
+        fail_open = bool(params.get_as_bool("health_fail_open", False))
+        if not text and check is None:
+            return None
+        command: tuple[str, ...] = ()
+        if text:
+            command = tuple(shlex.split(str(text)))
+            if not command or shutil.which(command[0]) is None:
+                raise ValueError(
+                    f"health_check: {command[0] if command else text!r} is not an executable "
+                    "on PATH or a path to one (give the command and its arguments)."
+                )
+        return cls(command, check, float(timeout), fail_open)
+
+    def run(self) -> str | None:
+        """None when healthy, else why not."""
+        try:
+            reason = self._run_command() if self.command else None
+            if reason is None and self.check is not None:
+                reason = self.check()
+        except Exception as e:
+            reason = f"the health check failed to run: {type(e).__name__}: {e}"
+            return None if self.fail_open else reason
+        return reason
+
+    def _run_command(self) -> str | None:
+        try:
+            done = subprocess.run(
+                self.command, capture_output=True, text=True, timeout=self.timeout,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            if self.fail_open:
+                return None
+            return f"the health check {self.command[0]} took longer than {self.timeout:g} s"
+        if done.returncode == 0:
+            return None
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        last = lines[-1].strip()[:MAX_ATTRIBUTE_TEXT] if lines else "(no output)"
+        return f"health check {self.command[0]} exited with status {done.returncode}: {last}"
+
+
+# -- exclusion with cool-down ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """How failing nodes are kept out: by the value of attribute ``by`` (``host``: the
+    machine; ``rack``: the whole rack), for a cool-down that doubles with each strike
+    (``cooldown_min`` x 2^(strikes-1), plus up to 10 % jitter, capped at ``cooldown_max``),
+    and for good from ``max_strikes`` strikes on (None: never)."""
+
+    by: str = "host"
+    cooldown_min: float = 60.0
+    cooldown_max: float = 3600.0
+    max_strikes: int | None = None
+
+    def __post_init__(self) -> None:
+        if not _KEY.fullmatch(self.by):
+            raise ValueError(f"exclude_by must be an attribute name, got {self.by!r}.")
+        if not 0 < self.cooldown_min <= self.cooldown_max:
+            raise ValueError(
+                "cooldown_min and cooldown_max must be positive with cooldown_min <= "
+                f"cooldown_max, got {self.cooldown_min:g} and {self.cooldown_max:g}."
+            )
+        if self.max_strikes is not None and self.max_strikes < 1:
+            raise ValueError(f"max_strikes must be 1 or more, got {self.max_strikes}.")
+
+    @classmethod
+    def from_params(cls, params: RendezvousParameters) -> Exclusion:
+        low = params.get_as_int("cooldown_min", 60)
+        high = params.get_as_int("cooldown_max", max(3600, low or 0))
+        assert low is not None and high is not None
+        return cls(
+            str(params.get("exclude_by", "host")).strip(),
+            float(low),
+            float(high),
+            params.get_as_int("max_strikes"),
+        )
+
+    def describe(self) -> str:
+        text = f"exclude_by={self.by},cooldown_min={self.cooldown_min:g},cooldown_max={self.cooldown_max:g}"
+        return text + (f",max_strikes={self.max_strikes}" if self.max_strikes else "")
+
+    def cooldown(self, strikes: int, jitter: float) -> float:
+        """Seconds a node with ``strikes`` strikes stays out (``jitter`` in [0, 1))."""
+        base: float = min(self.cooldown_max, self.cooldown_min * 2.0 ** (strikes - 1))
+        return min(self.cooldown_max, base * (1 + 0.1 * jitter))
+
+    def permanent(self, strikes: int) -> bool:
+        return self.max_strikes is not None and strikes >= self.max_strikes
