@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from rdzv_core import (
+    EventKind,
     RendezvousExcludedError,
     RendezvousParameters,
     RendezvousRestartLimitError,
@@ -38,7 +39,7 @@ from rdzv_core.rendezvous.policy import (
     node_attributes,
     parse_attributes,
 )
-from rdzv_core.testing import MemoryStore
+from rdzv_core.testing import EventRecorder, MemoryStore
 
 FAST = HandlerSettings(
     join_timeout=timedelta(seconds=20),
@@ -450,13 +451,15 @@ def clean_env(**extra: str) -> dict[str, str]:
 def test_a_node_failing_its_health_check_stays_out_and_the_others_complete(
     tmp_path: Path,
 ) -> None:
-    """3 node processes, min 2, max 3: one runs a failing check. The other two complete
-    within last_call_timeout + 1 s; the failing one exits naming the check's reason."""
+    """3 node processes on one host, min 2, max 3, excluded by their own attribute `slot`:
+    one runs a failing check. The other two complete within last_call_timeout + 1 s; the
+    failing one exits naming the check's reason."""
     endpoint = str(tmp_path / "store")
     failing = "health_check=sh -c 'echo nvidia-smi: GPU lost; exit 1'"
     procs = [
-        subprocess.Popen(node_command(endpoint, "health", 2, 3, config), stdout=subprocess.PIPE,
-                         text=True, env=clean_env(RDZV_NODE_ATTRS=f"slot={i}"))
+        subprocess.Popen(node_command(endpoint, "health", 2, 3, ",".join(filter(None, ["exclude_by=slot", config]))),
+                         stdout=subprocess.PIPE, text=True,
+                         env=clean_env(RDZV_NODE_ATTRS=f"slot={i}"))
         for i, config in enumerate(["", "", failing])
     ]  # fmt: skip
     started = time.monotonic()
@@ -517,3 +520,63 @@ def test_rank0_pinned_across_shuffled_starts_of_node_processes(tmp_path: Path) -
         assert ranks[0] == 0, f"trial {trial}: the lead node got rank {ranks[0]}"
         # after the pinned node, rack r1's nodes, then r2's: contiguous by rack
         assert sorted(ranks[i] for i in (1, 3)) == [1, 2] and ranks[2] == 3
+
+
+def test_a_plugin_adds_a_health_check_and_failures_are_events(make: Any) -> None:
+    class Checks:
+        @hookimpl
+        def rdzv_health_check(self, params: RendezvousParameters) -> Callable[[], str | None]:
+            return lambda: f"NIC down on {params.run_id}"
+
+    plugin, recorder = Checks(), EventRecorder()
+    register(plugin, name="nic-check")
+    register(recorder)
+    try:
+        from rdzv_core.registry import default_registry
+
+        check = default_registry().health_check(params())
+        assert check is not None
+        assert check() == "NIC down on run (health check of plugin 'nic-check')"
+        rule = Exclusion(cooldown_min=30, cooldown_max=60, max_strikes=1)
+        node = make(1, 1, health=HealthCheck(check=check), exclusion=rule)
+        with pytest.raises(
+            RendezvousExcludedError, match=r"permanently \(1 strikes, max_strikes=1\)"
+        ):
+            node.next_rendezvous()
+    finally:
+        unregister(plugin)
+        unregister(recorder)
+    excluded = [e for e in recorder.events if e.kind == EventKind.EXCLUDED]
+    assert len(excluded) == 1 and excluded[0].details["subject"] == "host=10.0.0.1"
+    assert excluded[0].details["seconds"] is None and "NIC down" in excluded[0].details["reason"]
+
+
+def test_restarts_are_events(make: Any) -> None:
+    recorder = EventRecorder()
+    register(recorder)
+    try:
+        nodes = [make(1, 2) for _ in range(2)]
+        rendezvous(nodes)
+        nodes.pop().close()
+        deadline = time.monotonic() + 15
+        while not nodes[0].num_nodes_waiting():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        unregister(recorder)
+    counted = [e for e in recorder.events if e.kind == EventKind.RESTART_COUNTED]
+    assert [e.details["restarts"] for e in counted] == [1]
+    assert "stopped heartbeating" in counted[0].details["cause"]
+
+
+def test_an_excluded_nodes_shutdown_leaves_the_run_open(make: Any) -> None:
+    """torch's agent calls shutdown() when next_rendezvous fails: for an excluded node that
+    must not end the job of the others."""
+    rule = Exclusion(cooldown_min=30, cooldown_max=60)
+    peer = make(1, 2, exclusion=rule, host="10.0.0.1")
+    rendezvous([peer])
+    sick = make(1, 2, health=HealthCheck(check=lambda: "bad"), exclusion=rule, host="10.0.0.5")
+    with pytest.raises(RendezvousExcludedError):
+        sick.next_rendezvous()
+    assert sick.shutdown() is True
+    assert not peer.is_closed() and not read_run(make.base, "run")["closed"]

@@ -176,6 +176,7 @@ class RendezvousHandler:
         self._policy_checked = False
         self._health = health
         self._exclusion = exclusion or Exclusion()
+        self._excluded = False  # refused by its health check or an exclusion
         addr = local_addr or socket.getfqdn()
         attrs = tuple(sorted({**(attributes or {}), "host": addr}.items()))
         self._node = _Node(addr, os.getpid(), next(_local_ids), secrets.token_hex(3), attrs)
@@ -337,8 +338,9 @@ class RendezvousHandler:
         if theirs != mine:
             raise RendezvousStateError(
                 f"This node's rendezvous policy ({mine}) differs from the one of run "
-                f"'{self._run_id}' ({theirs}): every node of a run must use the same rank_order, "
-                "rank_key, rank0 and max_restarts."
+                f"'{self._run_id}' ({theirs}): every node of a run must use the same policy "
+                "options (rank_order, rank_key, rank0, max_restarts, exclude_by, cooldown_min, "
+                "cooldown_max, max_strikes)."
             )
         self._policy_checked = True
 
@@ -352,13 +354,14 @@ class RendezvousHandler:
         if subject is not None and record is not None:
             left = record["until"] - time.time()
             if record["permanent"] or left > 0:
-                raise self._excluded(subject, record, left)
+                raise self._refused(subject, record, left)
         if self._health is None:
             return
         reason = self._health.run()
         if reason is None:
             return
         if subject is None:
+            self._excluded = True
             raise RendezvousExcludedError(
                 f"Node {self._node.id} may not join the rendezvous '{self._run_id}': {reason} "
                 f"(it has no '{by}' attribute to exclude it by)."
@@ -368,14 +371,15 @@ class RendezvousHandler:
             EventKind.EXCLUDED, subject=subject, reason=reason, strikes=record["strikes"],
             seconds=None if record["permanent"] else round(record["until"] - time.time(), 3),
         )  # fmt: skip
-        raise self._excluded(subject, record, record["until"] - time.time())
+        raise self._refused(subject, record, record["until"] - time.time())
 
-    def _excluded(self, subject: str, record: dict[str, Any], left: float) -> RendezvousError:
+    def _refused(self, subject: str, record: dict[str, Any], left: float) -> RendezvousError:
         how = (
             f"permanently ({record['strikes']} strikes, max_strikes={self._exclusion.max_strikes})"
             if record["permanent"]
             else f"for {max(left, 0):.1f} s more (strike {record['strikes']})"
         )
+        self._excluded = True
         return RendezvousExcludedError(
             f"Node {self._node.id} ({subject}) is excluded from the rendezvous "
             f"'{self._run_id}' {how}: {record['reason']}."
@@ -838,6 +842,11 @@ class RendezvousHandler:
         saw the run closed; False, with a warning, when the store could not be reached.
         """
         self._stop_heartbeat()
+        if self._excluded:
+            # An excluded node never joined: its agent giving up must not end the job.
+            log.info("rendezvous '%s': this node was excluded; leaving the run open", self._run_id)
+            self._leave()
+            return True
         if not self._closed_seen:
             try:
                 self.set_closed()

@@ -135,3 +135,20 @@ def test_a_surplus_node_waits_then_leaves_when_the_job_ends(tmp_path: Path) -> N
     assert surplus.proc.stdout is not None and not surplus.proc.stdout.read(), "it ran a worker"
     # torch 2.13: the graceful exit reaches the launcher, which fails on ``is_failed``.
     assert surplus.proc.returncode == 1 and "is_failed" in log, log[-3000:]
+
+
+def test_a_node_failing_its_health_check_stays_out_of_the_job(tmp_path: Path) -> None:
+    """Policies through torchrun: one of two nodes runs a failing health check; the job
+    runs on the healthy one, and the failing agent exits naming the check's reason."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    conf = f"store_type=tcp,{FAST},rank_order=sticky"
+    healthy = Node(tmp_path, endpoint, "health", "1:2", f"{conf},is_host=true")
+    failing_check = "health_check=sh -c 'echo ECC errors on GPU 0; exit 1'"
+    failing = Node(tmp_path, endpoint, "health", "1:2", f"{conf},is_host=false,{failing_check}")
+    failing.proc.communicate(timeout=120)
+    failing.log.seek(0)
+    log = failing.log.read()
+    assert failing.proc.returncode != 0, "an excluded node's agent must fail"
+    assert "ECC errors on GPU 0" in log and "RendezvousExcludedError" in log, log[-3000:]
+    results = healthy.finish()
+    assert [(r["world"], r["rank"]) for r in results] == [(1, 0)], results
