@@ -36,12 +36,21 @@ from rdzv_core import RendezvousParameters
 from rdzv_core.rendezvous import create_handler
 port, run_id, n, count, start_at, hold = sys.argv[1:7]
 n, count, start_at, hold = int(n), int(count), float(start_at), float(hold)
+extra = json.loads(sys.argv[8]) if len(sys.argv) > 8 else {}
+if len(sys.argv) > 9 and sys.argv[9] == "health-hook":  # a plugin's check that passes at once
+    from rdzv_core import hookimpl, register
+    class Healthy:
+        @hookimpl
+        def rdzv_health_check(self):
+            return lambda: None
+    register(Healthy(), name="bench-health")
 done = []
 handlers = []
 lock = threading.Lock()
 def node():
     params = RendezvousParameters("c10d", f"127.0.0.1:{port}", run_id, n, n, is_host="false",
-                                  read_timeout="600", join_timeout="900", last_call_timeout="60")
+                                  read_timeout="600", join_timeout="900", last_call_timeout="60",
+                                  **extra)
     handler = create_handler(params)
     with lock:
         handlers.append(time.time())
@@ -60,7 +69,16 @@ time.sleep(hold)  # stay in the job (heartbeating) while the server's idle cost 
 """
 
 
-def run(n: int, per_process: int, idle_seconds: float, switch_interval: float) -> dict[str, float]:
+def run(
+    n: int,
+    per_process: int,
+    idle_seconds: float,
+    switch_interval: float,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """One N-node rendezvous; ``extra`` are more node-process arguments (config as JSON,
+    then ``health-hook``), ``env`` the environment of every process."""
     processes = -(-n // per_process)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -69,6 +87,7 @@ def run(n: int, per_process: int, idle_seconds: float, switch_interval: float) -
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env=env,
     )
     assert server.stdout is not None
     port = server.stdout.readline().rsplit(":", 1)[1].strip()
@@ -87,9 +106,11 @@ def run(n: int, per_process: int, idle_seconds: float, switch_interval: float) -
                 str(start_at),
                 str(idle_seconds + 5),
                 str(switch_interval),
+                *extra,
             ],
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         for count in per
     ]

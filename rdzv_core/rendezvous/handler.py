@@ -177,6 +177,7 @@ class RendezvousHandler:
         self._health = health
         self._exclusion = exclusion or Exclusion()
         self._excluded = False  # refused by its health check or an exclusion
+        self._fresh_exclusions: dict[str, Any] | None = None  # read with the policy check
         addr = local_addr or socket.getfqdn()
         attrs = tuple(sorted({**(attributes or {}), "host": addr}.items()))
         self._node = _Node(addr, os.getpid(), next(_local_ids), secrets.token_hex(3), attrs)
@@ -328,21 +329,33 @@ class RendezvousHandler:
         finally:
             self._joining = False
 
+    def _options(self) -> str:
+        return f"{self._policy.describe()},{self._exclusion.describe()}"
+
+    def _run_policy(self) -> tuple[bytes, dict[str, Any]]:
+        """The run's policy record, ``{"options": ..., "exclusions": {...}}`` (raw and
+        parsed), created with this node's options when the run has none: one round trip."""
+        initial = json.dumps({"options": self._options(), "exclusions": {}})
+        raw = self._store.compare_set("policy", "", initial)
+        return raw, dict(json.loads(raw))
+
     def _check_policy(self) -> None:
         """The first node of a run records its policy options; every other node must use
-        the same ones (a mismatch is refused, naming both)."""
+        the same ones (a mismatch is refused, naming both). The same read brings the run's
+        exclusions for this round's admission."""
         if self._policy_checked:
             return
-        mine = f"{self._policy.describe()},{self._exclusion.describe()}"
-        theirs = self._store.compare_set("policy", "", mine).decode()
-        if theirs != mine:
+        mine = self._options()
+        _, record = self._run_policy()
+        if record["options"] != mine:
             raise RendezvousStateError(
                 f"This node's rendezvous policy ({mine}) differs from the one of run "
-                f"'{self._run_id}' ({theirs}): every node of a run must use the same policy "
-                "options (rank_order, rank_key, rank0, max_restarts, exclude_by, cooldown_min, "
-                "cooldown_max, max_strikes)."
+                f"'{self._run_id}' ({record['options']}): every node of a run must use the "
+                "same policy options (rank_order, rank_key, rank0, max_restarts, exclude_by, "
+                "cooldown_min, cooldown_max, max_strikes)."
             )
         self._policy_checked = True
+        self._fresh_exclusions = record["exclusions"]
 
     def _admit(self) -> None:
         """Refuse this node while it (its ``exclude_by`` attribute's value) is excluded;
@@ -350,7 +363,10 @@ class RendezvousHandler:
         by = self._exclusion.by
         value = dict(self._node.attrs).get(by)
         subject = f"{by}={value}" if value is not None else None
-        record = self._exclusions().get(subject) if subject else None
+        exclusions, self._fresh_exclusions = self._fresh_exclusions, None
+        if exclusions is None:
+            exclusions = self._run_policy()[1]["exclusions"]
+        record = exclusions.get(subject) if subject else None
         if subject is not None and record is not None:
             left = record["until"] - time.time()
             if record["permanent"] or left > 0:
@@ -385,18 +401,12 @@ class RendezvousHandler:
             f"'{self._run_id}' {how}: {record['reason']}."
         )
 
-    def _exclusions(self) -> dict[str, dict[str, Any]]:
-        """The run's exclusion records by subject (``attribute=value``)."""
-        raw = self._peek("exclusions")
-        return dict(json.loads(raw)["records"]) if raw else {}
-
     def _strike(self, subject: str, reason: str) -> dict[str, Any]:
         """One more strike for ``subject`` in the run's exclusion records (a compare-and-set
         loop: strikes from several nodes at once all count). Returns its new record."""
         while True:
-            raw = self._peek("exclusions")
-            records = dict(json.loads(raw)["records"]) if raw else {}
-            strikes = int(records.get(subject, {}).get("strikes", 0)) + 1
+            raw, run = self._run_policy()
+            strikes = int(run["exclusions"].get(subject, {}).get("strikes", 0)) + 1
             seconds = self._exclusion.cooldown(strikes, secrets.randbelow(1000) / 1000)
             record = {
                 "strikes": strikes,
@@ -404,9 +414,9 @@ class RendezvousHandler:
                 "permanent": self._exclusion.permanent(strikes),
                 "reason": reason,
             }
-            records[subject] = record
-            new = json.dumps({"records": records, "by": self._node.id, "at": time.time()})
-            if self._store.compare_set("exclusions", raw or "", new) == new.encode():
+            run["exclusions"][subject] = record
+            new = json.dumps({**run, "by": self._node.id, "at": time.time()})
+            if self._store.compare_set("policy", raw, new) == new.encode():
                 return record
 
     def _count_restart(self, round_: int, cause: str) -> None:

@@ -57,10 +57,9 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
         )
         pending = int(_peek(store, r + "pending") or b"0")
         master = _peek(store, r + "master")
-        policy = _peek(store, "policy")
+        policy = json.loads(_peek(store, "policy") or b"{}")
         restarts = int(_peek(store, "restarts") or b"0")
         closed_reason = _peek(store, "closed_reason")
-        excluded = _peek(store, "exclusions")
     except (StoreError, OSError, TimeoutError) as e:
         raise RendezvousConnectionError(CONNECTION_FAILED) from e
     return {
@@ -75,20 +74,18 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
         "waiting_or_lost": pending,
         "lost": lost,
         "master": json.loads(master) if master else None,
-        "policy": policy.decode() if policy else None,
+        "policy": policy.get("options"),
         "restarts": restarts,
         "closed_reason": closed_reason.decode(errors="replace") if closed_reason else None,
-        "exclusions": _exclusions(excluded),
+        "exclusions": _exclusions(policy.get("exclusions", {})),
     }
 
 
-def _exclusions(raw: bytes | None) -> dict[str, dict[str, Any]]:
+def _exclusions(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The exclusion records, each with the seconds it has left (None: permanent)."""
-    if not raw:
-        return {}
     now = time.time()
     out = {}
-    for subject, record in json.loads(raw)["records"].items():
+    for subject, record in records.items():
         left = None if record["permanent"] else max(0.0, record["until"] - now)
         out[subject] = {**record, "seconds_left": left}
     return out

@@ -1,0 +1,75 @@
+"""What the rendezvous policies cost: a 4,096-node rendezvous (`scale.py`'s layout) with
+the code before policies existed (rdzv 0.2, a git worktree of it on PYTHONPATH), with this
+code's default policies, and with attributes + sticky ranks + topology ranks + rank 0
+pinned + a plugin's health check that passes at once; interleaved, median of 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import median, table
+from scale import run
+
+ROOT = Path(__file__).resolve().parents[1]
+BEFORE = "be9c95b"  # the last commit before the policies
+
+
+def worktree(commit: str) -> str:
+    """A checkout of ``commit`` (made once) whose rdzv_core and tcp plugin can shadow this
+    tree's through PYTHONPATH."""
+    path = Path(tempfile.gettempdir()) / f"rdzv-bench-{commit}"
+    if not path.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), commit],
+                       check=True, capture_output=True)  # fmt: skip
+    return f"{path}:{path / 'plugins' / 'tcp'}"
+
+
+def main() -> str:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", type=int, default=4096)
+    parser.add_argument("--repeat", type=int, default=3)
+    args, _ = parser.parse_known_args()
+    before = {**os.environ, "PYTHONPATH": worktree(BEFORE)}
+    policies = {
+        "node_attrs": "rack=r1;nvl_domain=A",
+        "rank_order": "topology",
+        "rank_key": "rack",
+        "rank0": "rack=r1",
+    }
+    sticky = {**policies, "rank_order": "sticky"}
+    del sticky["rank_key"]
+    variants = {
+        "before policies (0.2 code)": ((), before),
+        "default policies": ((), None),
+        "attributes, topology, rank0, health hook": ((json.dumps(policies), "health-hook"), None),
+        "attributes, sticky, rank0, health hook": ((json.dumps(sticky), "health-hook"), None),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for attempt in range(args.repeat):
+        for name, (extra, env) in variants.items():
+            seconds = run(args.nodes, 128, 0, 0.05, extra, env)["seconds"]
+            times[name].append(seconds)
+            print(f"{name} run {attempt + 1}: {seconds:.2f} s", file=sys.stderr)
+    base = median(times["before policies (0.2 code)"])
+    rows = [
+        [name, f"{median(t):.2f}", " / ".join(f"{x:.2f}" for x in t), f"{median(t) / base:.2f}"]
+        for name, t in times.items()
+    ]
+    text = (
+        f"### Policies: a {args.nodes:,}-node rendezvous (scale.py's layout), median of "
+        f"{args.repeat}\n\n" + table(["variant", "seconds", "each run", "ratio to 0.2"], rows)
+    )
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main()
