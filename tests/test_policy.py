@@ -28,7 +28,7 @@ from rdzv_core import (
     register,
     unregister,
 )
-from rdzv_core.rendezvous import HandlerSettings, RendezvousHandler
+from rdzv_core.rendezvous import RendezvousHandler
 from rdzv_core.rendezvous.demo import DEMO_CONFIG
 from rdzv_core.rendezvous.inspect import describe_run, read_run
 from rdzv_core.rendezvous.policy import (
@@ -41,13 +41,7 @@ from rdzv_core.rendezvous.policy import (
 )
 from rdzv_core.testing import EventRecorder, MemoryStore
 
-FAST = HandlerSettings(
-    join_timeout=timedelta(seconds=20),
-    last_call_timeout=timedelta(seconds=1),
-    keep_alive_interval=timedelta(seconds=0.5),
-    keep_alive_max_attempt=4,
-)
-
+from .test_handler import FAST
 
 DEFAULT_EXCLUSION = "exclude_by=host,cooldown_min=60,cooldown_max=3600"
 
