@@ -355,6 +355,7 @@ def test_a_node_that_dies_holding_a_slot_is_left_behind(make: Make) -> None:
     assert {(i.round, i.world_size) for i in infos} == {(1, 4)}
     assert sorted(i.rank for i in infos) == [0, 1, 2, 3]
     assert store.get("rdzv.run/r0/failure").startswith(b"node dead.host_1_0_abcdef stopped")
+    assert store.get("rdzv.run/restarts") == b"1", "an abandoned round counts one restart"
 
 
 def test_shutdown_closes_the_run(make: Make) -> None:
