@@ -282,7 +282,10 @@ class RendezvousHandler:
 
     def _closed_error(self) -> RendezvousError:
         self._saw_close()
-        reason = self._peek("closed_reason")
+        try:
+            reason = self._peek("closed_reason")
+        except _STORE_FAILURES:
+            reason = None  # the host may be gone with the store once the run is closed
         if reason is not None:
             return RendezvousRestartLimitError(
                 f"The rendezvous '{self._run_id}' is closed: {reason.decode(errors='replace')}."
