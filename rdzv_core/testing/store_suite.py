@@ -538,8 +538,9 @@ class StoreConformance(SuiteBase):
     def test_append_wakes_a_blocked_get(self, new_client: StoreFactory) -> None:
         store, other = new_client(), new_client()
         store.timeout = timedelta(seconds=30)
-        _in_thread(lambda: other.append("late", "x"), delay=0.1)
+        writer = _in_thread(lambda: other.append("late", "x"), delay=0.1)
         assert store.get("late") == b"x", "an append that creates a key must wake its readers"
+        writer.join(SLACK)
 
     @requires(Capability.APPEND)
     def test_concurrent_identical_appends_are_all_kept(self, new_client: StoreFactory) -> None:
@@ -606,10 +607,11 @@ class StoreConformance(SuiteBase):
     def test_queue_pop_woken_by_push_from_another_client(self, new_client: StoreFactory) -> None:
         store, other = new_client(), new_client()
         store.timeout = timedelta(seconds=30)
-        _in_thread(lambda: other.queue_push("wake", "up"), delay=0.2)
+        pusher = _in_thread(lambda: other.queue_push("wake", "up"), delay=0.2)
         start = time.monotonic()
         assert store.queue_pop("wake") == b"up", "a blocked pop must get the item pushed"
         assert time.monotonic() - start < SLACK, "a blocked pop must wake promptly on a push"
+        pusher.join(SLACK)  # its reply may still be on the way when the pop returns
 
     @requires(Capability.QUEUES)
     def test_native_queues_are_not_keys(self, store: Store) -> None:
