@@ -22,6 +22,9 @@ class EventKind(str, enum.Enum):
     NODE_LOST = "node_lost"
     RESTART_COUNTED = "restart_counted"
     EXCLUDED = "excluded"
+    RANKS_ASSIGNED = "ranks_assigned"
+    SPARE = "spare"
+    PROMOTED = "promoted"
     CLOSED = "closed"
     FAILURE = "failure"
 

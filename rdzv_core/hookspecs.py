@@ -7,6 +7,13 @@ one under the ``rdzv`` entry-point group; the entry point's name is the store ty
     [project.entry-points.rdzv]
     tcp = "rdzv_plugin_tcp.plugin"
 
+Rank orders (``rank_order=<name>``) come the same way, from the ``rdzv.rank_orders`` group;
+the entry point's name is the rank order's name, and its module implements
+:func:`rdzv_rank_orders`::
+
+    [project.entry-points."rdzv.rank_orders"]
+    by_switch = "acme_rdzv_orders"
+
 A hook implementation may accept fewer arguments than its specification, never others.
 """
 
@@ -24,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from .params import RendezvousParameters
+    from .rendezvous.policy import RankOrder
 
 PROJECT = "rdzv"
 
@@ -83,4 +91,17 @@ def rdzv_health_check(params: RendezvousParameters) -> Callable[[], str | None] 
     is configured. A failing node is excluded (``exclude_by``, with a cool-down) and its
     ``next_rendezvous`` raises ``RendezvousExcludedError`` with the reason. A check that
     raises fails the node too, unless ``health_fail_open=true``.
+    """
+
+
+@hookspec
+def rdzv_rank_orders() -> Mapping[str, Callable[[RendezvousParameters], RankOrder]]:  # type: ignore[empty-body]
+    """Provide rank orders, by name: each a factory that builds the
+    :class:`~rdzv_core.rendezvous.policy.RankOrder` from the run's parameters.
+
+    ``rank_order=<name>`` selects one. The factory reads the order's own config keys
+    (declare them in ``RankOrder.options``) and raises ValueError naming what is accepted
+    when they are wrong. Names may not repeat a built-in (``sorted``, ``sticky``,
+    ``topology``) or another plugin's. Prove an order with
+    :class:`rdzv_core.testing.RankOrderSuite`.
     """

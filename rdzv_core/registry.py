@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -49,6 +49,7 @@ from .storetype import StoreType
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "RANK_ORDER_GROUP",
     "PluginInfo",
     "Registry",
     "create_backend",
@@ -62,6 +63,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "rdzv"
+#: The entry-point group of rank orders (``rank_order=<name>``).
+RANK_ORDER_GROUP = "rdzv.rank_orders"
 #: First-party store types and the distribution that provides each, for install hints.
 KNOWN_DISTRIBUTIONS = {
     "etcd": "rdzv-plugin-etcd",
@@ -70,7 +73,12 @@ KNOWN_DISTRIBUTIONS = {
     "tcp": "rdzv-plugin-tcp",
 }
 
+if TYPE_CHECKING:
+    from .rendezvous.policy import RankOrderFactory, RankPolicy
+
 log = logging.getLogger(__name__)
+#: The rank orders rdzv-core provides (plugins may not reuse their names).
+BUILTIN_ORDERS = ("sorted", "sticky", "topology")
 
 
 @dataclass(frozen=True)
@@ -138,6 +146,16 @@ def _requirements(source: _Source) -> list[str]:
     ]
 
 
+def _autoload() -> bool:
+    return os.environ.get("RDZV_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
+
+
+def _allowed(name: str) -> bool:
+    """Whether ``RDZV_PLUGINS`` (names separated by ',', unset: all) lets ``name`` load."""
+    allowed = os.environ.get("RDZV_PLUGINS")
+    return allowed is None or name in {n.strip() for n in allowed.split(",")}
+
+
 def _join_names(names: list[str]) -> str:
     if len(names) <= 1:
         return "".join(names)
@@ -176,13 +194,11 @@ class Registry:
         if self._sources is not None:
             return self._sources
         sources: dict[str, list[_Source]] = {}
-        if os.environ.get("RDZV_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):
+        if not _autoload():
             self._sources = sources
             return sources
-        allowed = os.environ.get("RDZV_PLUGINS")
-        allow = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if allow is not None and ep.name not in allow:
+            if not _allowed(ep.name):
                 continue
             source = _source(ep)
             known = sources.setdefault(ep.name, [])
@@ -294,7 +310,7 @@ class Registry:
         if name in KNOWN_DISTRIBUTIONS and not installed:
             dist = KNOWN_DISTRIBUTIONS[name]
             add_note(error, f"Store type '{name}' is provided by {dist}: pip install {dist}")
-        if os.environ.get("RDZV_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):
+        if not _autoload():
             add_note(error, "Plugin autoloading is off (RDZV_DISABLE_PLUGIN_AUTOLOAD is set).")
         elif os.environ.get("RDZV_PLUGINS") is not None and installed:
             add_note(
@@ -466,6 +482,77 @@ class Registry:
 
         return run_all
 
+    # -- rank orders -----------------------------------------------------------------------
+
+    def rank_orders(self, name: str | None = None) -> dict[str, RankOrderFactory]:
+        """Rank order factories by name: from in-process plugins and the
+        ``rdzv.rank_orders`` entry points (only the one called ``name`` is loaded when
+        given; every allowed one otherwise). A name two plugins provide, or a built-in's,
+        is a PluginConflictError; a plugin that fails to load, a PluginLoadError."""
+        with self._lock:
+            if _autoload():
+                for ep in entry_points(group=RANK_ORDER_GROUP):
+                    if (name is None or ep.name == name) and _allowed(ep.name):
+                        self._load_rank_order(ep)
+            found: dict[str, RankOrderFactory] = {}
+            owners: dict[str, str] = {}
+            for impl in self._pm.hook.rdzv_rank_orders.get_hookimpls():
+                declared = impl.function()
+                if not isinstance(declared, Mapping):
+                    raise PluginLoadError(
+                        f"The rdzv_rank_orders hook of plugin {impl.plugin_name!r} returned "
+                        f"{type(declared).__name__}, not a mapping of names to factories."
+                    )
+                for order, factory in declared.items():
+                    if order in BUILTIN_ORDERS or order in found:
+                        other = "the built-in" if order in BUILTIN_ORDERS else owners[order]
+                        raise PluginConflictError(
+                            f"Rank order '{order}' of plugin {impl.plugin_name!r} is already "
+                            f"provided by {other}."
+                        )
+                    found[order], owners[order] = factory, impl.plugin_name
+            return found
+
+    def _load_rank_order(self, ep: EntryPoint) -> None:
+        source = _source(ep)
+        where = f"rank order '{ep.name}' from {source.label()}"
+        try:
+            plugin = ep.load()
+            if not self._pm.is_registered(plugin):
+                self._pm.register(plugin, name=f"{RANK_ORDER_GROUP}:{ep.name}")
+                self._autoloaded.append(plugin)
+            self._pm.check_pending()
+        except Exception as e:
+            raise PluginLoadError(f"The plugin of {where} failed to load: {e!r}") from e
+        provided = [
+            impl.function()
+            for impl in self._pm.hook.rdzv_rank_orders.get_hookimpls()
+            if impl.plugin is plugin
+        ]
+        if not any(isinstance(p, Mapping) and ep.name in p for p in provided):
+            raise PluginLoadError(
+                f"The plugin of {where} is invalid: its rdzv_rank_orders hook does not "
+                f"provide '{ep.name}' (the entry point's name is the rank order's name)."
+            )
+
+    def _rank_order_options(self, params: RendezvousParameters) -> Mapping[str, str]:
+        """The config keys a plugin's rank order selected by ``params`` reads."""
+        if str(params.get("rank_order", "sorted")).strip().lower() in BUILTIN_ORDERS:
+            return {}
+        try:
+            order = self.rank_policy(params).rank_order
+        except Exception:
+            return {}  # creating the handler reports it
+        return order.options if order is not None else {}
+
+    def rank_policy(self, params: RendezvousParameters) -> RankPolicy:
+        """The rank policy ``params`` ask for, with plugins' rank orders available."""
+        from .rendezvous.policy import RankPolicy
+
+        name = str(params.get("rank_order", "sorted")).strip().lower()
+        plugins = {} if name in BUILTIN_ORDERS else self.rank_orders(name)
+        return RankPolicy.from_params(params, plugins)
+
     # -- dispatch --------------------------------------------------------------------------
 
     def create_store(self, params: RendezvousParameters) -> Store:
@@ -487,7 +574,7 @@ class Registry:
         try:
             store_type = self.get(name)
             seconds = parse_read_timeout(params, store_type.default_read_timeout)
-            warn_unknown_options(params, store_type)
+            warn_unknown_options(params, store_type, self._rank_order_options(params))
             resolved = copy.copy(params)
             resolved.config = {**params.config, "read_timeout": str(seconds)}
             try:
@@ -542,13 +629,16 @@ CORE_OPTIONS = {
     "keep_alive_interval": "seconds between heartbeats (5)",
     "keep_alive_max_attempt": "missed heartbeats before a node counts as lost (3)",
     "node_attrs": "this node's attributes, key=value pairs separated by ';' (also RDZV_NODE_ATTRS)",
-    "rank_order": "sorted (default), sticky (survivors keep their ranks) or topology",
+    "rank_order": "sorted (default), sticky (survivors keep their ranks), topology, or a plugin's",
     "rank_key": "the attribute whose nodes get contiguous ranks (rank_order=topology)",
     "rank0": "the node that gets rank 0: attribute=value, or a host name",
+    "segment": "only whole groups of this many nodes sharing segment_key's value are active",
+    "segment_key": "the attribute a segment's nodes share (segment=N), e.g. nvl_domain",
     "max_restarts": "re-rendezvous that failures may cause before the run is closed (no limit)",
     "health_check": "a command each node runs before it joins a round (exit 0: healthy)",
     "health_timeout": "seconds the health check may take (60)",
     "health_fail_open": "true: a check that crashes or overruns lets the node join (false)",
+    "health_interval": "seconds between the health checks of a waiting spare (60)",
     "exclude_by": "the attribute a failing node is excluded by: host (default), rack, ...",
     "cooldown_min": "seconds of the first exclusion; each strike doubles it (60)",
     "cooldown_max": "the longest exclusion in seconds (3600)",
@@ -559,9 +649,12 @@ CORE_OPTIONS = {
 LAUNCHER_OPTIONS = frozenset({"timeout", "rank"})
 
 
-def warn_unknown_options(params: RendezvousParameters, store_type: StoreType) -> None:
-    """Warn about each config key that neither the rendezvous nor ``store_type`` reads."""
-    known = [*CORE_OPTIONS, *store_type.options]
+def warn_unknown_options(
+    params: RendezvousParameters, store_type: StoreType, more: Mapping[str, str] = {}
+) -> None:
+    """Warn about each config key that neither the rendezvous, ``store_type`` nor the
+    rank order (``more``) reads."""
+    known = [*CORE_OPTIONS, *store_type.options, *more]
     for key in params.config:
         if key in known or key in LAUNCHER_OPTIONS:
             continue

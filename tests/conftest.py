@@ -45,6 +45,7 @@ def install_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstallDist
         entry_points: dict[str, str],
         modules: dict[str, str],
         requires: tuple[str, ...] = (),
+        group: str = "rdzv",
     ) -> Path:
         folder = site / f"{dist.replace('-', '_')}-{version}.dist-info"
         folder.mkdir()
@@ -52,7 +53,7 @@ def install_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstallDist
         (folder / "METADATA").write_text(
             f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n{requirements}"
         )
-        lines = ["[rdzv]"] + [f"{k} = {v}" for k, v in entry_points.items()]
+        lines = [f"[{group}]"] + [f"{k} = {v}" for k, v in entry_points.items()]
         (folder / "entry_points.txt").write_text("\n".join(lines) + "\n")
         for module, source in modules.items():
             (site / f"{module}.py").write_text(textwrap.dedent(source))

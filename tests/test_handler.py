@@ -147,6 +147,22 @@ def test_lost_participant_is_reported_to_everyone(make: Make) -> None:
     assert all(h.lost_nodes() == [victim.node_id] for h in survivors)
 
 
+def test_a_member_joining_again_makes_the_others_re_rendezvous(make: Make) -> None:
+    """torchrun restarts a node's workers after a worker failure and its agent calls
+    next_rendezvous again: the other members see a change pending and follow it."""
+    handlers = [make(2, 2) for _ in range(2)]
+    first = in_threads(*(h.next_rendezvous for h in handlers))
+    rejoin = threading.Thread(target=handlers[0].next_rendezvous)
+    rejoin.start()
+    deadline = time.monotonic() + 10
+    while not handlers[1].num_nodes_waiting():
+        assert time.monotonic() < deadline, "the other member never saw the re-join"
+        time.sleep(0.05)
+    second = handlers[1].next_rendezvous()
+    rejoin.join(10)
+    assert second.round == first[1].round + 1 and second.world_size == 2
+
+
 def test_surplus_node_exits_gracefully_and_newcomer_is_refused(make: Make) -> None:
     a, b, surplus = make(2, 2), make(2, 2), make(2, 2)
     in_threads(a.next_rendezvous, b.next_rendezvous)

@@ -153,7 +153,11 @@ def test_rank0_is_pinned_to_the_selected_node() -> None:
     ("config", "message"),
     [
         ({"rank_order": "random"}, "rank_order must be one of sorted, sticky, topology"),
-        ({"rank_order": "topology"}, "rank_key (the attribute to keep ranks contiguous by)"),
+        ({"rank_order": "topology"}, "rank_order=topology needs rank_key, the attribute"),
+        ({"segment": "4"}, "segment (nodes per segment) and segment_key (the attribute they"),
+        ({"segment_key": "nvl"}, "go together: segment=4,segment_key=nvl_domain"),
+        ({"segment": "0", "segment_key": "nvl"}, "segment must be 1 or more nodes, got 0"),
+        ({"segment": "2", "segment_key": "n v"}, "segment_key must be an attribute name"),
         ({"rank_key": "rack"}, "goes with rank_order=topology, and only with it"),
         ({"rank0": "=x"}, "rank0 must be attribute=value (rank0=rack=r7) or a host name"),
         ({"max_restarts": "-1"}, "max_restarts must be 0 or more, got -1"),

@@ -57,6 +57,9 @@ T = TypeVar("T")
 _ABSENT = "\x00absent"  # compare_set(key, _ABSENT, _ABSENT) reads a key without blocking
 _CLOSED = b"closed"
 _FAILED = "failed:"  # a round's final token when a node failed while it joined
+_SPARE = "spare"  # a rank value: the rank policy left this node out of the round
+_NO_ACTIVE = "none"  # a rank value: too few nodes could be active; join the next round
+_EXCLUSIONS = "exclusions: "  # closed_reason prefix: exclusions left too few nodes
 _STORE_FAILURES = (StoreError, OSError, TimeoutError)
 _local_ids = itertools.count()
 
@@ -164,6 +167,12 @@ class RendezvousHandler:
                 "IPv4 address, or an IPv6 address (the other nodes and workers reach this node "
                 "by it)."
             )
+        segments = policy.segments if policy is not None else None
+        if segments is not None and segments.size > max_nodes:
+            raise ValueError(
+                f"segment={segments.size} needs max_nodes of at least {segments.size} (a round "
+                f"of at most {max_nodes} nodes never holds a whole segment)."
+            )
         self._run_id = run_id
         self._raw_store = store
         self._store = PrefixStore(f"rdzv.{run_id}", store)
@@ -188,6 +197,8 @@ class RendezvousHandler:
         self._registered = False
         self._closed_seen = False
         self._seen_round: int | None = None  # the highest round this node read
+        self._member_round: int | None = None  # the last round this node had a rank in
+        self._spare_round: int | None = None  # the round this node last waited as a spare
         self._failure_note = ""  # why the last round this node joined was abandoned
         self._lingered = False  # waited, as the host, for every node to see the close
         self._stop = threading.Event()
@@ -287,8 +298,11 @@ class RendezvousHandler:
         except _STORE_FAILURES:
             reason = None  # the host may be gone with the store once the run is closed
         if reason is not None:
+            text = reason.decode(errors="replace")
+            if text.startswith(_EXCLUSIONS):
+                return RendezvousClosedError(f"The rendezvous '{self._run_id}' is closed: {text}.")
             return RendezvousRestartLimitError(
-                f"The rendezvous '{self._run_id}' is closed: {reason.decode(errors='replace')}."
+                f"The rendezvous '{self._run_id}' is closed: {text}."
             )
         if self._standby:
             return RendezvousGracefulExitError(
@@ -363,9 +377,7 @@ class RendezvousHandler:
     def _admit(self) -> None:
         """Refuse this node while it (its ``exclude_by`` attribute's value) is excluded;
         run its health check, and on a failure exclude it and refuse it."""
-        by = self._exclusion.by
-        value = dict(self._node.attrs).get(by)
-        subject = f"{by}={value}" if value is not None else None
+        subject = self._subject()
         exclusions, self._fresh_exclusions = self._fresh_exclusions, None
         if exclusions is None:
             exclusions = self._run_policy()[1]["exclusions"]
@@ -374,23 +386,51 @@ class RendezvousHandler:
             left = record["until"] - time.time()
             if record["permanent"] or left > 0:
                 raise self._refused(subject, record, left)
+        self._check_health()
+
+    def _subject(self) -> str | None:
+        """What an exclusion of this node names: ``<exclude_by>=<its value>``."""
+        value = dict(self._node.attrs).get(self._exclusion.by)
+        return f"{self._exclusion.by}={value}" if value is not None else None
+
+    def _check_health(self) -> None:
+        """Run the health check (if any); on a failure exclude this node and raise."""
         if self._health is None:
             return
         reason = self._health.run()
         if reason is None:
             return
+        subject = self._subject()
         if subject is None:
             self._excluded = True
             raise RendezvousExcludedError(
                 f"Node {self._node.id} may not join the rendezvous '{self._run_id}': {reason} "
-                f"(it has no '{by}' attribute to exclude it by)."
+                f"(it has no '{self._exclusion.by}' attribute to exclude it by)."
             )
-        record = self._strike(subject, reason)
+        record, excluded = self._strike(subject, reason)
         self._event(
             EventKind.EXCLUDED, subject=subject, reason=reason, strikes=record["strikes"],
             seconds=None if record["permanent"] else round(record["until"] - time.time(), 3),
         )  # fmt: skip
+        self._close_if_too_few(excluded, subject)
         raise self._refused(subject, record, record["until"] - time.time())
+
+    def _close_if_too_few(self, excluded: int, subject: str) -> None:
+        """Fail the run at once when the ``excluded`` subjects leave fewer than
+        ``min_nodes`` possible nodes: counting ``max_nodes`` nodes, or every node that
+        registered if more did (nodes that register within ``last_call_timeout`` count)."""
+        needed = self._min + excluded
+        if self._max >= needed:
+            return
+        if self._wait_key(f"node/{needed}", self._settings.last_call_timeout.total_seconds()):
+            return
+        reason = (
+            f"{_EXCLUSIONS}{excluded} excluded (the last: {subject}) leave fewer than "
+            f"min_nodes={self._min} of the {max(self._max, self._counter('nodes'))} nodes"
+        )
+        log.error("rendezvous '%s': %s; closing the run", self._run_id, reason)
+        self._store.compare_set("closed_reason", "", reason)
+        self.set_closed()
 
     def _refused(self, subject: str, record: dict[str, Any], left: float) -> RendezvousError:
         how = (
@@ -404,9 +444,10 @@ class RendezvousHandler:
             f"'{self._run_id}' {how}: {record['reason']}."
         )
 
-    def _strike(self, subject: str, reason: str) -> dict[str, Any]:
+    def _strike(self, subject: str, reason: str) -> tuple[dict[str, Any], int]:
         """One more strike for ``subject`` in the run's exclusion records (a compare-and-set
-        loop: strikes from several nodes at once all count). Returns its new record."""
+        loop: strikes from several nodes at once all count). Returns its new record and
+        how many subjects are excluded now."""
         while True:
             raw, run = self._run_policy()
             strikes = int(run["exclusions"].get(subject, {}).get("strikes", 0)) + 1
@@ -420,7 +461,11 @@ class RendezvousHandler:
             run["exclusions"][subject] = record
             new = json.dumps({**run, "by": self._node.id, "at": time.time()})
             if self._store.compare_set("policy", raw, new) == new.encode():
-                return record
+                now = time.time()
+                active = [
+                    r for r in run["exclusions"].values() if r["permanent"] or r["until"] > now
+                ]
+                return record, len(active)
 
     def _count_restart(self, round_: int, cause: str) -> None:
         """Count one failure-caused re-rendezvous for ``round_`` (once, whoever reports it);
@@ -441,12 +486,16 @@ class RendezvousHandler:
             self.set_closed()
 
     def _leave_round(self) -> None:
+        """A member joining again (its agent restarts its workers): the other members of
+        its round see a change pending (``num_nodes_waiting`` at least 1) and follow it
+        into the next round, which it opens."""
         with self._lock:
             member, self._member = self._member, None
         if member is not None:
-            round_ = member.round
-            self._store.compare_set("round", str(round_), str(round_ + 1))
-            self._store.set(_r(round_ + 1, "open"), "1")
+            pending = _r(member.round, "pending")
+            if self._counter(pending) == 0:  # else the others know already
+                self._store.add(pending, 1)
+            self._open_next_round(member.round)
 
     def _join(self, deadline: float) -> RendezvousInfo:
         while True:
@@ -459,6 +508,7 @@ class RendezvousHandler:
                 else:
                     self._wait_for_next_round(round_, self._parse_final(final)[0], deadline)
                 continue
+            self._let_previous_members_first(round_)
             slot = self._store.add(_r(round_, "seq"), 1)
             try:
                 self._store.set(_r(round_, f"slot/{slot}"), self._node.encode())
@@ -480,8 +530,27 @@ class RendezvousHandler:
             if slot > size:
                 self._wait_for_next_round(round_, size, deadline)
                 continue
-            self._standby = False
-            return self._complete(round_, slot, size, assigner)
+            info = self._complete(round_, slot, size, assigner, deadline)
+            if info is not None:
+                return info
+
+    def _let_previous_members_first(self, round_: int) -> None:
+        """A node that had no rank in the previous round (a spare, a newcomer) lets that
+        round's survivors take their slots first: it waits, up to ``last_call_timeout``,
+        until as many nodes as survived have joined ``round_``."""
+        previous = round_ - 1
+        if previous < 0 or self._member_round == previous:
+            return
+        final = self._peek(_r(previous, "final"))
+        if final is None or final == _CLOSED or final.startswith(_FAILED.encode()):
+            return
+        world = self._peek(_r(previous, "world"))
+        if world is None:
+            return  # no node had a rank in it
+        survivors = int(world) - self._counter(_r(previous, "lost_count"))
+        if survivors > 0:
+            wait = self._settings.last_call_timeout.total_seconds()
+            self._wait_key(_r(round_, f"slot/{survivors}"), wait)
 
     def _abandon_round(self, round_: int, node_id: str, cause: str) -> bool:
         """End ``round_`` before it completes because ``node_id``, which holds a slot in
@@ -513,8 +582,7 @@ class RendezvousHandler:
             self._event(EventKind.NODE_LOST, round=round_, cause=failure)
         self._count_restart(round_, failure)
         self._raise_if_closed()
-        self._store.compare_set("round", str(round_), str(round_ + 1))
-        self._store.set(_r(round_ + 1, "open"), "1")
+        self._open_next_round(round_)
 
     def _timeout(self, message: str) -> RendezvousTimeoutError:
         """A join timeout, naming the failure that abandoned an earlier round if any."""
@@ -595,15 +663,38 @@ class RendezvousHandler:
         nodes = [_Node.decode(raw) for raw in self._store.multi_get(slots)]
         self._beat_while_joining()  # the others watch this node's heartbeat meanwhile
         order = self._policy.ranks(self._candidates(nodes))
+        world = len(order)
         ids = [nodes[slot].id for slot in order]
+        spares = [slot for slot in range(size) if slot not in set(order)] if world < size else []
+        if world < self._min:
+            reason = (
+                f"the rank policy ({self._policy.describe()}) made {world} of its {size} nodes "
+                f"active, fewer than min_nodes={self._min}"
+            )
+            keys = [_r(round_, f"rank/{slot + 1}") for slot in range(size)]
+            self._store.multi_set(keys, [f"{_NO_ACTIVE}\n{reason}"] * size)
+            self._event(EventKind.RANKS_ASSIGNED, round=round_, world_size=0, reason=reason)
+            return
         if self._policy.remembers_ranks:
             self._store.set("last_ranks", json.dumps(ids))
-        # A node's rank value names its successor too: one read tells it both.
-        keys = [_r(round_, f"rank/{slot + 1}") for slot in order]
-        values = [f"{rank}\n{ids[(rank + 1) % size]}" for rank in range(size)]
-        keys += [_r(round_, f"member/{rank}") for rank in range(size)]
-        self._store.multi_set(keys, values + ids)
+        # A node's rank value names its successor too (and the world size, when the
+        # policy left spares out): one read tells it everything.
+        more = f"\n{world}" if world < size else ""
+        keys = [_r(round_, "world")] + [_r(round_, f"rank/{slot + 1}") for slot in order]
+        values = [str(world)] + [
+            f"{rank}\n{ids[(rank + 1) % world]}{more}" for rank in range(world)
+        ]
+        keys += [_r(round_, f"member/{rank}") for rank in range(world)]
+        values += ids
+        if spares:
+            keys += [_r(round_, "spares")] + [_r(round_, f"rank/{slot + 1}") for slot in spares]
+            values += [json.dumps([nodes[slot].id for slot in spares])] + [_SPARE] * len(spares)
+        self._store.multi_set(keys, values)
         self._record_summary(round_, ids)
+        self._event(
+            EventKind.RANKS_ASSIGNED, round=round_, world_size=world, members=ids,
+            spares=[nodes[slot].id for slot in spares], policy=self._policy.describe(),
+        )  # fmt: skip
 
     def _candidates(self, nodes: list[_Node]) -> list[Candidate]:
         """The round's nodes as the rank policy sees them (with the previous round's ranks
@@ -627,25 +718,46 @@ class RendezvousHandler:
         except RendezvousError as e:
             log.debug("could not record the round summary: %s", e)
 
-    def _complete(self, round_: int, slot: int, size: int, assigner: str) -> RendezvousInfo:
+    def _complete(
+        self, round_: int, slot: int, size: int, assigner: str, deadline: float
+    ) -> RendezvousInfo | None:
+        """This node's rank in the completed ``round_``; None when the rank policy left it
+        out (it waited as a spare) or made too few nodes active (the next round is open)."""
         rank_key = _r(round_, f"rank/{slot}")
         self._await_rank(round_, size, rank_key, assigner)
-        rank_text, _, next_id = self._store.get(rank_key).decode().partition("\n")
-        rank = int(rank_text)
-        successor = next_id if size > 1 else None
+        fields = self._store.get(rank_key).decode().split("\n")
+        if fields[0] == _SPARE:
+            self._wait_for_next_round(round_, size, deadline, spare=True)
+            return None
+        if fields[0] == _NO_ACTIVE:
+            self._failure_note = f"round {round_} did not complete: {fields[1]}"
+            self._open_next_round(round_)
+            return None
+        rank = int(fields[0])
+        world = int(fields[2]) if len(fields) > 2 else size
+        successor = fields[1] if world > 1 else None
+        self._standby = False
         bootstrap = self._bootstrap(round_, rank)
-        if self._store.add(_r(round_, "read"), 1) == size:
+        if self._store.add(_r(round_, "read"), 1) == world:
             self._store.set(_r(round_, "all_read"), "1")  # a hosting node may now leave
         with self._lock:
-            self._member = _Membership(round_, slot, rank, size, successor)
-        self._event(EventKind.COMPLETED, round=round_, rank=rank, world_size=size)
+            self._member = _Membership(round_, slot, rank, world, successor)
+        self._member_round = round_
+        if self._spare_round is not None:
+            self._event(EventKind.PROMOTED, round=round_, rank=rank, spare_since=self._spare_round)
+            self._spare_round = None
+        self._event(EventKind.COMPLETED, round=round_, rank=rank, world_size=world)
         return RendezvousInfo(
             store=PrefixStore(f"torch.rendezvous.{self._run_id}.{round_}", self._raw_store),
             rank=rank,
-            world_size=size,
+            world_size=world,
             bootstrap_store_info=bootstrap,
             round=round_,
         )
+
+    def _open_next_round(self, round_: int) -> None:
+        self._store.compare_set("round", str(round_), str(round_ + 1))
+        self._store.set(_r(round_ + 1, "open"), "1")
 
     def _await_rank(self, round_: int, size: int, rank_key: str, assigner: str) -> None:
         """Wait for this node's rank while the node assigning the ranks heartbeats.
@@ -686,15 +798,31 @@ class RendezvousHandler:
         addr, port = json.loads(self._store.get(key))
         return RendezvousStoreInfo(str(addr), int(port))
 
-    def _wait_for_next_round(self, round_: int, size: int, deadline: float) -> None:
-        """Wait, as a waiting or surplus node, until the participants of ``round_`` leave it."""
-        self._standby = size >= self._max
-        if not self._standby and round_ not in self._counted_waiting:
-            self._store.add(_r(round_, "pending"), 1)
+    def _wait_for_next_round(
+        self, round_: int, size: int, deadline: float, spare: bool = False
+    ) -> None:
+        """Wait until the participants of ``round_`` leave it: as a waiting node (counted
+        in ``pending``: the participants re-rendezvous for it, within the join timeout), or
+        as a spare (the round was full, or the rank policy left it out: it waits for as
+        long as the run lasts, re-running the health check every ``health_interval``)."""
+        self._standby = spare or size >= self._max
+        if round_ not in self._counted_waiting:
             self._counted_waiting.add(round_)
-        watch = _RoundWatch(self, round_, size)
+            if self._standby:
+                index = self._store.add(_r(round_, "standby_count"), 1)
+                self._store.set(_r(round_, f"standby/{index}"), self._node.id)
+                self._spare_round = round_ if self._spare_round is None else self._spare_round
+                self._event(EventKind.SPARE, round=round_, reason="left out by the rank policy"
+                            if spare else f"the round is full ({size} of max {self._max})")  # fmt: skip
+            else:
+                self._store.add(_r(round_, "pending"), 1)
+        watch = _RoundWatch(self, round_)
         interval = self._settings.keep_alive_interval.total_seconds()
+        next_check = time.monotonic() + (self._health.interval if self._health else 0)
         while True:
+            if self._standby and self._health is not None and time.monotonic() >= next_check:
+                self._check_health()  # a spare that turns sick is excluded while it waits
+                next_check = time.monotonic() + self._health.interval
             wait = interval
             if not self._standby:
                 wait = min(wait, deadline - time.monotonic())
@@ -709,8 +837,7 @@ class RendezvousHandler:
             self._raise_if_closed()
             if watch.all_lost():
                 log.warning("every participant of round %d is gone; opening the next", round_)
-                self._store.compare_set("round", str(round_), str(round_ + 1))
-                self._store.set(_r(round_ + 1, "open"), "1")
+                self._open_next_round(round_)
 
     # -- liveness --------------------------------------------------------------------------
 
@@ -787,8 +914,8 @@ class RendezvousHandler:
 
     def num_nodes_waiting(self) -> int:
         """How many changes wait for a re-rendezvous in this node's round: nodes waiting to
-        join plus participants lost. Above zero, the participants should call
-        :meth:`next_rendezvous` again. Once the run is closed it is 0, and this node
+        join plus participants lost (at least 1 once a member joined again). Above zero,
+        the participants should call :meth:`next_rendezvous` again. Once the run is closed it is 0, and this node
         stops needing the store (a hosting node may then leave)."""
         if self._closed_seen:
             return 0
@@ -1047,10 +1174,9 @@ class _SlotWatch:
 class _RoundWatch:
     """Tells a waiting node when every participant of a round stopped heartbeating."""
 
-    def __init__(self, handler: RendezvousHandler, round_: int, size: int) -> None:
+    def __init__(self, handler: RendezvousHandler, round_: int) -> None:
         self._handler = handler
         self._round = round_
-        self._size = size
         self._members: list[str] | None = None
         self._last: list[int] = []
         self._since = time.monotonic()
@@ -1058,7 +1184,10 @@ class _RoundWatch:
     def all_lost(self) -> bool:
         store = self._handler._store
         if self._members is None:
-            keys = [_r(self._round, f"member/{rank}") for rank in range(self._size)]
+            world = self._handler._peek(_r(self._round, "world"))
+            if world is None:
+                return False  # the ranks are not assigned yet
+            keys = [_r(self._round, f"member/{rank}") for rank in range(int(world))]
             if not keys or not store.check(keys):
                 return False
             self._members = [v.decode() for v in store.multi_get(keys)]
@@ -1076,9 +1205,9 @@ def create_handler(params: RendezvousParameters) -> RendezvousHandler:
     from ..registry import create_backend, default_registry
 
     settings = HandlerSettings.from_params(params)
-    policy = RankPolicy.from_params(params)
-    exclusion = Exclusion.from_params(params)
     registry = default_registry()
+    policy = registry.rank_policy(params)
+    exclusion = Exclusion.from_params(params)
     attributes = node_attributes(params, registry.node_attributes(params))
     health = HealthCheck.from_params(params, registry.health_check(params))
     backend, store = create_backend(params)

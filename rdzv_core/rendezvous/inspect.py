@@ -31,10 +31,13 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
         r = f"r{round_}/"
         joined = int(_peek(store, r + "seq") or b"0")
         final = _peek(store, r + "final")
-        size = int(final.split(b":")[0]) if final and final != b"closed" else None
+        ranked = final is not None and final != b"closed" and not final.startswith(b"failed:")
+        size = int(final.split(b":")[0]) if final and ranked else None
+        world = int(_peek(store, r + "world") or size or 0) if size else None
         members: list[dict[str, Any]] = []
-        if size:
-            ids = store.multi_get([f"{r}member/{i}" for i in range(size)])
+        spares: list[dict[str, Any]] = []
+        if size and world:
+            ids = store.multi_get([f"{r}member/{i}" for i in range(world)])
             beats = [_peek(store, f"hb/{m.decode()}") for m in ids]
             attrs = _attributes(store.multi_get([f"{r}slot/{i}" for i in range(1, size + 1)]))
             members = [
@@ -45,6 +48,19 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
                     "attributes": attrs.get(m.decode(), {}),
                 }
                 for i, (m, b) in enumerate(zip(ids, beats))
+            ]
+            left_out = json.loads(_peek(store, r + "spares") or b"[]")
+            spares = [
+                {"node": n, "attributes": attrs.get(n, {}), "why": "rank policy"} for n in left_out
+            ]
+        standby = int(_peek(store, r + "standby_count") or b"0")
+        if standby:
+            keys = [f"{r}standby/{i}" for i in range(1, standby + 1)]
+            listed = {spare["node"] for spare in spares}
+            spares += [
+                {"node": node, "attributes": {}, "why": "round full"}
+                for node in dict.fromkeys(v.decode() for v in store.multi_get(keys))
+                if node not in listed
             ]
         lost_count = int(_peek(store, r + "lost_count") or b"0")
         lost = (
@@ -69,8 +85,9 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
         "round": round_,
         "complete": size is not None,
         "joined": joined,
-        "world_size": size,
+        "world_size": world,
         "members": members,
+        "spares": spares,
         "waiting_or_lost": pending,
         "lost": lost,
         "master": json.loads(master) if master else None,
@@ -120,6 +137,8 @@ def describe_run(run: dict[str, Any]) -> str:
                 f"  rank {m['rank']:>4}  {m['node']}  ({m['heartbeats']} heartbeats)"
                 + (f"  [{shown}]" if shown else "")
             )
+    for spare in run.get("spares", []):
+        lines.append(f"  spare      {spare['node']}  ({spare['why']})")
     if run["waiting_or_lost"]:
         lines.append(f"{run['waiting_or_lost']} change(s) pending: nodes waiting or lost")
     lines += [f"  lost: {node}" for node in run["lost"]]

@@ -11,6 +11,7 @@ passed, and raise the pin when you have run the newer suite.
 - :class:`RendezvousScenarios` — the elastic rendezvous end to end, with real node processes
 - :class:`FailoverScenarios` — optional: the store and a rendezvous across the death of a
   replicated engine's leader (for store types on such an engine)
+- :class:`RankOrderSuite` — the rank order contract, for a plugin's ``rank_order=`` choices
 - :class:`MemoryStore` — the in-process reference store the core's own tests run the suite on
 - :class:`EventRecorder` — a plugin that records events, for tests
 - :func:`requires` — mark a test as needing a :class:`~rdzv_core.Capability`
@@ -25,13 +26,14 @@ except ImportError as e:  # pragma: no cover - exercised in a venv without pytes
     ) from e
 
 #: The version of the suite's tests (see the module docstring).
-SUITE_VERSION = "4"
+SUITE_VERSION = "5"
 
 # Show the values behind a failed check in the suite's own asserts, as in test files.
 pytest.register_assert_rewrite(
     "rdzv_core.testing._support",
     "rdzv_core.testing.backend_suite",
     "rdzv_core.testing.failover_suite",
+    "rdzv_core.testing.rank_order_suite",
     "rdzv_core.testing.rendezvous_suite",
     "rdzv_core.testing.store_suite",
     "rdzv_core.testing.storetype_suite",
@@ -41,6 +43,7 @@ from ._support import EventRecorder, requires  # noqa: E402
 from .backend_suite import BackendConformance  # noqa: E402
 from .failover_suite import FailoverScenarios  # noqa: E402
 from .memory import MemoryStore  # noqa: E402
+from .rank_order_suite import RankOrderSuite  # noqa: E402
 from .rendezvous_suite import RendezvousScenarios  # noqa: E402
 from .store_suite import StoreConformance  # noqa: E402
 from .storetype_suite import StoreTypeConformance  # noqa: E402
@@ -51,6 +54,7 @@ __all__ = [
     "EventRecorder",
     "FailoverScenarios",
     "MemoryStore",
+    "RankOrderSuite",
     "RendezvousScenarios",
     "StoreConformance",
     "StoreTypeConformance",
