@@ -26,6 +26,12 @@ print(json.dumps({"rank": dist.get_rank(), "world": dist.get_world_size(), "sum"
                   "restart": restart, "backend": os.environ["TORCHELASTIC_RUN_ID"]}), flush=True)
 if dist.get_world_size() == int(os.environ.get("TRAIN_AT_WORLD", "0")):
     time.sleep(float(os.environ.get("TRAIN_SECONDS", "0")))  # until membership changes
+if restart == 0 and str(dist.get_rank()) == os.environ.get("TRAIN_FAIL_RANK"):
+    raise SystemExit(3)  # a worker failure: the agent restarts its workers
+hold = os.environ.get("TRAIN_HOLD")
+deadline = time.monotonic() + 60
+while hold and os.path.exists(hold) and time.monotonic() < deadline:
+    time.sleep(0.1)  # until the test lets go (or the membership changes)
 dist.destroy_process_group()
 """
 
@@ -36,7 +42,8 @@ class Node:
     """One torchrun agent (its own process group) running train.py."""
 
     def __init__(self, tmp: Path, endpoint: str, run_id: str, nnodes: str, conf: str,
-                 extra: tuple[str, ...] = (), train_seconds: float = 0) -> None:  # fmt: skip
+                 extra: tuple[str, ...] = (), train_seconds: float = 0,
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
         (tmp / "train.py").write_text(TRAIN)
         self.log = open(tmp / f"node-{time.monotonic_ns()}.log", "w+")
         self.proc = subprocess.Popen(
@@ -58,7 +65,12 @@ class Node:
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,
-            env={**os.environ, "TRAIN_SECONDS": str(train_seconds), "TRAIN_AT_WORLD": "2"},
+            env={
+                **os.environ,
+                "TRAIN_SECONDS": str(train_seconds),
+                "TRAIN_AT_WORLD": "2",
+                **(env or {}),
+            },
             start_new_session=True,
         )
 
@@ -152,3 +164,61 @@ def test_a_node_failing_its_health_check_stays_out_of_the_job(tmp_path: Path) ->
     assert "ECC errors on GPU 0" in log and "RendezvousExcludedError" in log, log[-3000:]
     results = healthy.finish()
     assert [(r["world"], r["rank"]) for r in results] == [(1, 0)], results
+
+
+def test_a_worker_failure_on_one_node_restarts_the_job_on_every_node(tmp_path: Path) -> None:
+    """One node's worker fails; its agent restarts its workers and joins again, and the
+    other node's agent follows it into the next round (both restart once, then finish)."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    conf = f"store_type=tcp,{FAST}"
+    hold = tmp_path / "hold"
+    hold.touch()
+    env = {"TRAIN_FAIL_RANK": "1", "TRAIN_HOLD": str(hold)}
+    nodes = [Node(tmp_path, endpoint, "retry", "2", f"{conf},is_host={h}", ("--max-restarts=1",),
+                  env=env) for h in ("true", "false")]  # fmt: skip
+    assert nodes[0].proc.stdout is not None
+    # The healthy node's worker starts a second time: its agent followed the other one.
+    # (torch counts only the failing node's restart in TORCHELASTIC_RESTART_COUNT.)
+    followed = [json.loads(nodes[0].proc.stdout.readline()) for _ in range(2)]
+    hold.unlink()
+    failing = nodes[1].finish()
+    nodes[0].finish()
+    assert [(r["world"], r["sum"]) for r in followed] == [(2, 2.0), (2, 2.0)], followed
+    assert [r["restart"] for r in failing] == [0, 1], failing
+
+
+def test_a_spare_takes_the_lost_nodes_rank_with_sticky_ranks(tmp_path: Path) -> None:
+    """3 active nodes and a spare, rank_order=sticky: kill -9 the agent of rank 1; the
+    survivors keep ranks 0 and 2, and the spare's worker gets rank 1."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    # rank 0 pinned to the node that hosts the store: the victim is another one
+    conf = f"store_type=tcp,{FAST},rank_order=sticky,rank0=role=host"
+    hold = tmp_path / "hold"
+    hold.touch()
+    env = {"TRAIN_HOLD": str(hold)}
+    roles = ("is_host=true,node_attrs=role=host", "is_host=false", "is_host=false")
+    first = [Node(tmp_path, endpoint, "spare", "3", f"{conf},{role}", ("--max-restarts=1",),
+                  env=env) for role in roles]  # fmt: skip
+    ranks = {}
+    for node in first:
+        assert node.proc.stdout is not None
+        ranks[node] = json.loads(node.proc.stdout.readline())["rank"]
+    assert sorted(ranks.values()) == [0, 1, 2]
+    spare = Node(tmp_path, endpoint, "spare", "3", f"{conf},is_host=false",
+                 ("--max-restarts=1",), env=env)  # fmt: skip
+    time.sleep(3)  # the spare is waiting
+    assert ranks[first[0]] == 0
+    victim = next(node for node, rank in ranks.items() if rank == 1)
+    victim.kill()
+    survivors = [node for node in first if node is not victim]
+    second = {}
+    for node in survivors:
+        assert node.proc.stdout is not None
+        second[node] = json.loads(node.proc.stdout.readline())
+    assert spare.proc.stdout is not None
+    promoted = json.loads(spare.proc.stdout.readline())
+    hold.unlink()
+    assert {ranks[node]: r["rank"] for node, r in second.items()} == {0: 0, 2: 2}
+    assert promoted["rank"] == 1 and promoted["world"] == 3
+    for node in [*survivors, spare]:
+        node.finish()
