@@ -480,6 +480,13 @@ def test_a_node_failing_its_health_check_stays_out_and_the_others_complete(
     assert a["world"] == 2 and max(ta, tb) < 1 + 1 + 3, "the healthy nodes were held up"
     assert c["event"] == "error" and "nvidia-smi: GPU lost" in c["error"]
     assert "RendezvousExcludedError" in c["error"] or "excluded" in c["error"]
+    state = subprocess.run(
+        [sys.executable, "-m", "rdzv_core", "state", "--store-type", "file", "--endpoint",
+         endpoint, "--run-id", "health"],
+        capture_output=True, text=True, env=clean_env(), timeout=60,
+    )  # fmt: skip
+    assert state.returncode == 0, state.stderr
+    assert "excluded: slot=2" in state.stdout and "nvidia-smi: GPU lost" in state.stdout
 
 
 def test_rank0_pinned_across_shuffled_starts_of_node_processes(tmp_path: Path) -> None:

@@ -403,3 +403,39 @@ def test_surplus_live_nodes_never_fail_a_re_rendezvous(tmp_path: Path) -> None:
         assert {e["world"] for e in found} == {3}
     for round_ in range(last + 1):
         assert sorted(found[round_]["rank"] for found in members) == [0, 1, 2]
+
+
+def test_the_restart_budget_with_node_processes(tmp_path: Path) -> None:
+    """max_restarts=2 over 5 node processes: a killed node comes back at once (a newcomer:
+    no reset, no count), then two more nodes are killed; the third failure closes the run
+    and every surviving node ends the same way, naming the budget."""
+    endpoint = str(tmp_path / "store")
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(node_command(endpoint, "budget", 2, 5, "max_restarts=2"),
+                                stdout=subprocess.PIPE, text=True, env=clean_env())  # fmt: skip
+
+    nodes = [start() for _ in range(5)]
+    try:
+        for node in nodes:
+            read_events(node, ("round",))
+        for step, victim in enumerate([0, 1, 2]):
+            nodes[victim].kill()
+            alive = [n for i, n in enumerate(nodes) if i > victim or i == 5]
+            if step < 2:
+                for node in alive:
+                    read_events(node, ("round",))
+            if step == 0:
+                nodes.append(start())  # the killed node's replacement, at once
+                for node in [*alive, nodes[5]]:
+                    read_events(node, ("round",))
+        ends = [read_events(n, ("closed", "error")) for n in nodes[3:]]
+        codes = [n.wait(30) for n in nodes[3:]]
+    finally:
+        for node in nodes:
+            node.kill()
+            node.wait(10)
+            node.stdout.close()  # type: ignore[union-attr]
+    assert [e["event"] for e in ends] == ["closed"] * 3 and codes == [0, 0, 0], ends
+    assert all("failures caused 3 re-rendezvous, more than max_restarts=2" in e["reason"]
+               for e in ends), ends  # fmt: skip

@@ -77,10 +77,10 @@ def run_node(
                     _say("change", waiting=waiting, lost=handler.lost_nodes())
                     break
                 if handler.is_closed():
-                    raise RendezvousClosedError("closed")
+                    break  # next_rendezvous raises the close, with its reason
                 time.sleep(0.1)
-    except (RendezvousClosedError, RendezvousGracefulExitError):
-        _say("closed")
+    except (RendezvousClosedError, RendezvousGracefulExitError) as e:
+        _say("closed", reason=str(e))
         return 0
     except RendezvousError as e:
         _say("error", error=describe_error(e))
