@@ -29,10 +29,8 @@ from ..errors import (
     RendezvousClosedError,
     RendezvousConnectionError,
     RendezvousError,
-    RendezvousExcludedError,
     RendezvousGracefulExitError,
     RendezvousRestartLimitError,
-    RendezvousStateError,
     RendezvousTimeoutError,
     StoreDataLostError,
     StoreError,
@@ -40,6 +38,7 @@ from ..errors import (
 from ..events import EventKind, RendezvousEvent, emit
 from ..params import RendezvousParameters
 from ..store import PrefixStore, Store
+from .admission import Admission
 from .policy import Candidate, Exclusion, HealthCheck, RankPolicy, node_attributes
 from .settings import HandlerSettings
 
@@ -182,14 +181,15 @@ class RendezvousHandler:
         self._settings = settings or HandlerSettings()
         self._owns_store = owns_store
         self._policy = policy or RankPolicy()
-        self._policy_checked = False
-        self._health = health
-        self._exclusion = exclusion or Exclusion()
-        self._excluded = False  # refused by its health check or an exclusion
-        self._fresh_exclusions: dict[str, Any] | None = None  # read with the policy check
         addr = local_addr or socket.getfqdn()
         attrs = tuple(sorted({**(attributes or {}), "host": addr}.items()))
         self._node = _Node(addr, os.getpid(), next(_local_ids), secrets.token_hex(3), attrs)
+        exclusion = exclusion or Exclusion()
+        self._admission = Admission(
+            self._store, run_id, self._node.id, dict(attrs),
+            f"{self._policy.describe()},{exclusion.describe()}", exclusion, health,
+            self._close_if_too_few, self._event,
+        )  # fmt: skip
         self._lock = threading.Lock()
         self._member: _Membership | None = None
         self._standby = False
@@ -334,10 +334,10 @@ class RendezvousHandler:
             with self._guard():
                 self._beat()
                 self._register()  # after the first beat: a listed node has a heartbeat key
-                self._check_policy()
+                self._admission.check_policy()
                 self._start_heartbeat()
                 self._leave_round()
-                self._admit()
+                self._admission.admit()
                 return self._join(deadline)
         except RendezvousError as e:
             if not isinstance(e, RendezvousGracefulExitError):
@@ -345,75 +345,6 @@ class RendezvousHandler:
             raise
         finally:
             self._joining = False
-
-    def _options(self) -> str:
-        return f"{self._policy.describe()},{self._exclusion.describe()}"
-
-    def _run_policy(self) -> tuple[bytes, dict[str, Any]]:
-        """The run's policy record, ``{"options": ..., "exclusions": {...}}`` (raw and
-        parsed), created with this node's options when the run has none: one round trip."""
-        initial = json.dumps({"options": self._options(), "exclusions": {}})
-        raw = self._store.compare_set("policy", "", initial)
-        return raw, dict(json.loads(raw))
-
-    def _check_policy(self) -> None:
-        """The first node of a run records its policy options; every other node must use
-        the same ones (a mismatch is refused, naming both). The same read brings the run's
-        exclusions for this round's admission."""
-        if self._policy_checked:
-            return
-        mine = self._options()
-        _, record = self._run_policy()
-        if record["options"] != mine:
-            raise RendezvousStateError(
-                f"This node's rendezvous policy ({mine}) differs from the one of run "
-                f"'{self._run_id}' ({record['options']}): every node of a run must use the "
-                "same policy options (rank_order, rank_key, rank0, max_restarts, exclude_by, "
-                "cooldown_min, cooldown_max, max_strikes)."
-            )
-        self._policy_checked = True
-        self._fresh_exclusions = record["exclusions"]
-
-    def _admit(self) -> None:
-        """Refuse this node while it (its ``exclude_by`` attribute's value) is excluded;
-        run its health check, and on a failure exclude it and refuse it."""
-        subject = self._subject()
-        exclusions, self._fresh_exclusions = self._fresh_exclusions, None
-        if exclusions is None:
-            exclusions = self._run_policy()[1]["exclusions"]
-        record = exclusions.get(subject) if subject else None
-        if subject is not None and record is not None:
-            left = record["until"] - time.time()
-            if record["permanent"] or left > 0:
-                raise self._refused(subject, record, left)
-        self._check_health()
-
-    def _subject(self) -> str | None:
-        """What an exclusion of this node names: ``<exclude_by>=<its value>``."""
-        value = dict(self._node.attrs).get(self._exclusion.by)
-        return f"{self._exclusion.by}={value}" if value is not None else None
-
-    def _check_health(self) -> None:
-        """Run the health check (if any); on a failure exclude this node and raise."""
-        if self._health is None:
-            return
-        reason = self._health.run()
-        if reason is None:
-            return
-        subject = self._subject()
-        if subject is None:
-            self._excluded = True
-            raise RendezvousExcludedError(
-                f"Node {self._node.id} may not join the rendezvous '{self._run_id}': {reason} "
-                f"(it has no '{self._exclusion.by}' attribute to exclude it by)."
-            )
-        record, excluded = self._strike(subject, reason)
-        self._event(
-            EventKind.EXCLUDED, subject=subject, reason=reason, strikes=record["strikes"],
-            seconds=None if record["permanent"] else round(record["until"] - time.time(), 3),
-        )  # fmt: skip
-        self._close_if_too_few(excluded, subject)
-        raise self._refused(subject, record, record["until"] - time.time())
 
     def _close_if_too_few(self, excluded: int, subject: str) -> None:
         """Fail the run at once when the ``excluded`` subjects leave fewer than
@@ -431,41 +362,6 @@ class RendezvousHandler:
         log.error("rendezvous '%s': %s; closing the run", self._run_id, reason)
         self._store.compare_set("closed_reason", "", reason)
         self.set_closed()
-
-    def _refused(self, subject: str, record: dict[str, Any], left: float) -> RendezvousError:
-        how = (
-            f"permanently ({record['strikes']} strikes, max_strikes={self._exclusion.max_strikes})"
-            if record["permanent"]
-            else f"for {max(left, 0):.1f} s more (strike {record['strikes']})"
-        )
-        self._excluded = True
-        return RendezvousExcludedError(
-            f"Node {self._node.id} ({subject}) is excluded from the rendezvous "
-            f"'{self._run_id}' {how}: {record['reason']}."
-        )
-
-    def _strike(self, subject: str, reason: str) -> tuple[dict[str, Any], int]:
-        """One more strike for ``subject`` in the run's exclusion records (a compare-and-set
-        loop: strikes from several nodes at once all count). Returns its new record and
-        how many subjects are excluded now."""
-        while True:
-            raw, run = self._run_policy()
-            strikes = int(run["exclusions"].get(subject, {}).get("strikes", 0)) + 1
-            seconds = self._exclusion.cooldown(strikes, secrets.randbelow(1000) / 1000)
-            record = {
-                "strikes": strikes,
-                "until": time.time() + seconds,
-                "permanent": self._exclusion.permanent(strikes),
-                "reason": reason,
-            }
-            run["exclusions"][subject] = record
-            new = json.dumps({**run, "by": self._node.id, "at": time.time()})
-            if self._store.compare_set("policy", raw, new) == new.encode():
-                now = time.time()
-                active = [
-                    r for r in run["exclusions"].values() if r["permanent"] or r["until"] > now
-                ]
-                return record, len(active)
 
     def _count_restart(self, round_: int, cause: str) -> None:
         """Count one failure-caused re-rendezvous for ``round_`` (once, whoever reports it);
@@ -818,11 +714,12 @@ class RendezvousHandler:
                 self._store.add(_r(round_, "pending"), 1)
         watch = _RoundWatch(self, round_)
         interval = self._settings.keep_alive_interval.total_seconds()
-        next_check = time.monotonic() + (self._health.interval if self._health else 0)
+        health = self._admission.health
+        next_check = time.monotonic() + (health.interval if health else 0)
         while True:
-            if self._standby and self._health is not None and time.monotonic() >= next_check:
-                self._check_health()  # a spare that turns sick is excluded while it waits
-                next_check = time.monotonic() + self._health.interval
+            if self._standby and health is not None and time.monotonic() >= next_check:
+                self._admission.check_health()  # a spare turning sick is excluded as it waits
+                next_check = time.monotonic() + health.interval
             wait = interval
             if not self._standby:
                 wait = min(wait, deadline - time.monotonic())
@@ -982,7 +879,7 @@ class RendezvousHandler:
         saw the run closed; False, with a warning, when the store could not be reached.
         """
         self._stop_heartbeat()
-        if self._excluded:
+        if self._admission.excluded:
             # An excluded node never joined: its agent giving up must not end the job.
             log.info("rendezvous '%s': this node was excluded; leaving the run open", self._run_id)
             self._leave()

@@ -1,0 +1,160 @@
+"""Admission: whether this node may take a slot in a round.
+
+The run's ``policy`` key holds one JSON record, ``{"options": ..., "exclusions": {...}}``:
+the policy options every node of the run must share, and the exclusion records (strikes,
+until when, why) keyed by subject (``<exclude_by>=<value>``). A node checks the options
+once, then before each round it is refused while its subject is excluded, and runs its
+health check; a failing check adds a strike (a compare-and-set loop, so strikes from
+several nodes at once all count) and refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..errors import RendezvousExcludedError, RendezvousStateError
+from ..events import EventKind
+from ..store import Store
+from .policy import Exclusion, HealthCheck
+
+__all__ = ["Admission"]
+
+#: The option names the agreement message lists.
+_AGREED = (
+    "rank_order and its options, segment, segment_key, rank0, max_restarts, exclude_by, "
+    "cooldown_min, cooldown_max, max_strikes"
+)
+
+
+class Admission:
+    """Admits (or refuses) one node of a run, over the run's prefixed ``store``.
+
+    ``options`` is the node's canonical policy line; ``on_exclusion(count, subject)`` is
+    called after this node is struck out, with the number of subjects now excluded, before
+    the refusal is raised; ``event(kind, **details)`` emits an event.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        node_id: str,
+        attributes: Mapping[str, str],
+        options: str,
+        exclusion: Exclusion,
+        health: HealthCheck | None,
+        on_exclusion: Callable[[int, str], None],
+        event: Callable[..., None],
+    ) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._node_id = node_id
+        self._options = options
+        self._exclusion = exclusion
+        self.health = health
+        self._on_exclusion = on_exclusion
+        self._event = event
+        value = attributes.get(exclusion.by)
+        self._subject = f"{exclusion.by}={value}" if value is not None else None
+        self._checked = False
+        self._fresh: dict[str, Any] | None = None  # exclusions read with the policy check
+        #: True once this node was refused (by its health check or an exclusion).
+        self.excluded = False
+
+    def _record(self) -> tuple[bytes, dict[str, Any]]:
+        """The run's policy record (raw and parsed), created with this node's options
+        when the run has none: one round trip."""
+        initial = json.dumps({"options": self._options, "exclusions": {}})
+        raw = self._store.compare_set("policy", "", initial)
+        return raw, dict(json.loads(raw))
+
+    def check_policy(self) -> None:
+        """Once per node: the first node of a run records its options; every other must
+        use the same (RendezvousStateError naming both). The same read brings the
+        exclusions for the first admission."""
+        if self._checked:
+            return
+        _, record = self._record()
+        if record["options"] != self._options:
+            raise RendezvousStateError(
+                f"This node's rendezvous policy ({self._options}) differs from the one of run "
+                f"'{self._run_id}' ({record['options']}): every node of a run must use the "
+                f"same policy options ({_AGREED})."
+            )
+        self._checked = True
+        self._fresh = record["exclusions"]
+
+    def admit(self) -> None:
+        """Refuse this node while its subject is excluded; then run its health check."""
+        exclusions, self._fresh = self._fresh, None
+        if exclusions is None:
+            exclusions = self._record()[1]["exclusions"]
+        record = exclusions.get(self._subject) if self._subject else None
+        if self._subject is not None and record is not None:
+            left = record["until"] - time.time()
+            if record["permanent"] or left > 0:
+                raise self._refused(self._subject, record, left)
+        self.check_health()
+
+    def check_health(self) -> None:
+        """Run the health check (if any); on a failure strike this node out and raise
+        RendezvousExcludedError with the reason."""
+        if self.health is None:
+            return
+        reason = self.health.run()
+        if reason is None:
+            return
+        subject = self._subject
+        if subject is None:
+            self.excluded = True
+            raise RendezvousExcludedError(
+                f"Node {self._node_id} may not join the rendezvous '{self._run_id}': {reason} "
+                f"(it has no '{self._exclusion.by}' attribute to exclude it by)."
+            )
+        record, excluded = self._strike(subject, reason)
+        self._event(
+            EventKind.EXCLUDED, subject=subject, reason=reason, strikes=record["strikes"],
+            seconds=None if record["permanent"] else round(record["until"] - time.time(), 3),
+        )  # fmt: skip
+        self._on_exclusion(excluded, subject)
+        raise self._refused(subject, record, record["until"] - time.time())
+
+    def _refused(
+        self, subject: str, record: dict[str, Any], left: float
+    ) -> RendezvousExcludedError:
+        how = (
+            f"permanently ({record['strikes']} strikes, max_strikes={self._exclusion.max_strikes})"
+            if record["permanent"]
+            else f"for {max(left, 0):.1f} s more (strike {record['strikes']})"
+        )
+        self.excluded = True
+        return RendezvousExcludedError(
+            f"Node {self._node_id} ({subject}) is excluded from the rendezvous "
+            f"'{self._run_id}' {how}: {record['reason']}."
+        )
+
+    def _strike(self, subject: str, reason: str) -> tuple[dict[str, Any], int]:
+        """One more strike for ``subject``; its new record and how many subjects are
+        excluded now."""
+        while True:
+            raw, run = self._record()
+            strikes = int(run["exclusions"].get(subject, {}).get("strikes", 0)) + 1
+            seconds = self._exclusion.cooldown(strikes, secrets.randbelow(1000) / 1000)
+            record = {
+                "strikes": strikes,
+                "until": time.time() + seconds,
+                "permanent": self._exclusion.permanent(strikes),
+                "reason": reason,
+            }
+            run["exclusions"][subject] = record
+            new = json.dumps({**run, "by": self._node_id, "at": time.time()})
+            if self._store.compare_set("policy", raw, new) == new.encode():
+                now = time.time()
+                active = [
+                    r for r in run["exclusions"].values() if r["permanent"] or r["until"] > now
+                ]
+                return record, len(active)
