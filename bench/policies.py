@@ -1,12 +1,14 @@
 """What the rendezvous policies cost: a 4,096-node rendezvous (`scale.py`'s layout) with
 the code before policies existed (rdzv 0.2, a git worktree of it on PYTHONPATH), with this
-code's default policies, and with attributes + sticky ranks + topology ranks + rank 0
-pinned + a plugin's health check that passes at once; interleaved, median of 3.
+code's default policies, with attributes + topology or sticky ranks + rank 0 pinned + a
+plugin's health check that passes at once, and with segment=4 + sticky ranks + that health
+check; interleaved, median of 3 (``--repeat``), quiet or with the cores busy (``--busy``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -14,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import median, table
+from common import busy_cores, median, table
 from scale import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +37,9 @@ def main() -> str:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--busy", action="store_true", help="2 CPU-bound processes pinned to each core meanwhile"
+    )
     args, _ = parser.parse_known_args()
     before = {**os.environ, "PYTHONPATH": worktree(BEFORE)}
     policies = {
@@ -45,25 +50,30 @@ def main() -> str:
     }
     sticky = {**policies, "rank_order": "sticky"}
     del sticky["rank_key"]
+    segments = {**sticky, "segment": "4", "segment_key": "nvl_domain"}
+    del segments["rank0"]
     variants = {
         "before policies (0.2 code)": ((), before),
         "default policies": ((), None),
         "attributes, topology, rank0, health hook": ((json.dumps(policies), "health-hook"), None),
         "attributes, sticky, rank0, health hook": ((json.dumps(sticky), "health-hook"), None),
+        "segment=4, sticky, health hook": ((json.dumps(segments), "health-hook"), None),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for attempt in range(args.repeat):
-        for name, (extra, env) in variants.items():
-            seconds = run(args.nodes, 128, 0, 0.05, extra, env)["seconds"]
-            times[name].append(seconds)
-            print(f"{name} run {attempt + 1}: {seconds:.2f} s", file=sys.stderr)
+    with busy_cores() if args.busy else contextlib.nullcontext():
+        for attempt in range(args.repeat):
+            for name, (extra, env) in variants.items():
+                seconds = run(args.nodes, 128, 0, 0.05, extra, env)["seconds"]
+                times[name].append(seconds)
+                print(f"{name} run {attempt + 1}: {seconds:.2f} s", file=sys.stderr)
     base = median(times["before policies (0.2 code)"])
     rows = [
         [name, f"{median(t):.2f}", " / ".join(f"{x:.2f}" for x in t), f"{median(t) / base:.2f}"]
         for name, t in times.items()
     ]
     text = (
-        f"### Policies: a {args.nodes:,}-node rendezvous (scale.py's layout), median of "
+        f"### Policies{' on busy cores' if args.busy else ''}: a {args.nodes:,}-node "
+        "rendezvous (scale.py's layout), median of "
         f"{args.repeat}\n\n" + table(["variant", "seconds", "each run", "ratio to 0.2"], rows)
     )
     print(text)

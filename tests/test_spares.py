@@ -439,3 +439,92 @@ def test_the_restart_budget_with_node_processes(tmp_path: Path) -> None:
     assert [e["event"] for e in ends] == ["closed"] * 3 and codes == [0, 0, 0], ends
     assert all("failures caused 3 re-rendezvous, more than max_restarts=2" in e["reason"]
                for e in ends), ends  # fmt: skip
+
+
+# -- cost ----------------------------------------------------------------------------------------
+
+
+COUNT_LOCK = threading.Lock()
+
+
+class CountingStore(MemoryStore):
+    """The reference store, counting the requests its clients make (one per call)."""
+
+    def __init__(self, counts: list[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.counts = counts
+
+    def client(self) -> CountingStore:
+        return CountingStore(self.counts, timeout=self.timeout, _data=self._data)
+
+    def _count(self) -> None:
+        with COUNT_LOCK:
+            self.counts[0] += 1
+
+    def set(self, key: str, value: Any) -> None:
+        self._count()
+        super().set(key, value)
+
+    def get(self, key: str) -> bytes:
+        self._count()
+        return super().get(key)
+
+    def add(self, key: str, amount: int) -> int:
+        self._count()
+        return super().add(key, amount)
+
+    def compare_set(self, key: str, expected: Any, desired: Any) -> bytes:
+        self._count()
+        return super().compare_set(key, expected, desired)
+
+    def wait(self, keys: Any, timeout: Any = None) -> None:
+        self._count()
+        super().wait(keys, timeout)
+
+    def check(self, keys: Any) -> bool:
+        self._count()
+        return super().check(keys)
+
+    def multi_get(self, keys: Any) -> list[bytes]:
+        self._count()
+        return super().multi_get(keys)
+
+    def multi_set(self, keys: Any, values: Any) -> None:
+        self._count()
+        super().multi_set(keys, values)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        RankPolicy(),
+        RankPolicy(order="sticky", segments=Segments("nvl", 2), rank0=("nvl", "A")),
+    ],
+    ids=["default", "segment+sticky+rank0+health"],
+)
+def test_store_requests_per_node_per_round_do_not_grow_with_the_job(policy: RankPolicy) -> None:
+    """Requests per node in a round (two rounds: the second after every node joins again)
+    are the same for 4 and for 16 nodes: O(1) per node, the policies included."""
+    settings = FAST.__class__(**{**FAST.__dict__, "keep_alive_interval": timedelta(seconds=30)})
+    health = HealthCheck(check=lambda: None) if policy.segments else None
+    per_node = {}
+    for size in (4, 16):
+        counts = [0]
+        base = CountingStore(counts, timeout=timedelta(seconds=10))
+        handlers = []
+        for i in range(size):
+            client = base.client()
+            handlers.append(RendezvousHandler(
+                "run", client, StoreBackend(client, "run"), size, size, "10.0.0.1", settings,
+                policy=policy, attributes={"nvl": "AB"[i % 2]}, health=health,
+            ))  # fmt: skip
+        try:
+            for _ in range(2):
+                joiners = [Joiner(h) for h in handlers]
+                assert all(j.done(30) for j in joiners) and all(j.error is None for j in joiners)
+        finally:
+            for handler in handlers:
+                handler.close()
+        per_node[size] = counts[0] / size
+    assert per_node[16] <= per_node[4] + 1, per_node
+    assert per_node[16] < 50, per_node  # about 20 a round (waits included), and the close
