@@ -643,6 +643,7 @@ CORE_OPTIONS = {
     "cooldown_min": "seconds of the first exclusion; each strike doubles it (60)",
     "cooldown_max": "the longest exclusion in seconds (3600)",
     "max_strikes": "strikes after which an exclusion is permanent (never)",
+    "event_log": "a file every event of this process is appended to, one JSON line each",
     "use_agent_store": "torchrun: whether workers reuse the agent's store (rdzv-torch)",
 }
 #: Keys launchers add on their own (torchrun: "timeout", and "rank" for static runs).

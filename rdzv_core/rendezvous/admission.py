@@ -33,7 +33,8 @@ _AGREED = (
 class Admission:
     """Admits (or refuses) one node of a run, over the run's prefixed ``store``.
 
-    ``options`` is the node's canonical policy line; ``on_exclusion(count, subject)`` is
+    ``options`` is the node's canonical policy line; ``facts`` go into the record when
+    this node creates it (for readers such as ``rdzv watch``); ``on_exclusion(count, subject)`` is
     called after this node is struck out, with the number of subjects now excluded, before
     the refusal is raised; ``event(kind, **details)`` emits an event.
     """
@@ -49,6 +50,7 @@ class Admission:
         health: HealthCheck | None,
         on_exclusion: Callable[[int, str], None],
         event: Callable[..., None],
+        facts: Mapping[str, Any] | None = None,
     ) -> None:
         self._store = store
         self._run_id = run_id
@@ -58,6 +60,7 @@ class Admission:
         self.health = health
         self._on_exclusion = on_exclusion
         self._event = event
+        self._facts = dict(facts or {})
         value = attributes.get(exclusion.by)
         self._subject = f"{exclusion.by}={value}" if value is not None else None
         self._checked = False
@@ -68,7 +71,7 @@ class Admission:
     def _record(self) -> tuple[bytes, dict[str, Any]]:
         """The run's policy record (raw and parsed), created with this node's options
         when the run has none: one round trip."""
-        initial = json.dumps({"options": self._options, "exclusions": {}})
+        initial = json.dumps({"options": self._options, "exclusions": {}, **self._facts})
         raw = self._store.compare_set("policy", "", initial)
         return raw, dict(json.loads(raw))
 

@@ -1,4 +1,4 @@
-"""The ``rdzv join``, ``rdzv state`` and ``rdzv demo`` commands."""
+"""The ``rdzv join``, ``rdzv state``, ``rdzv watch`` and ``rdzv demo`` commands."""
 
 from __future__ import annotations
 
@@ -35,6 +35,23 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     _add_target(state)
     state.add_argument("--json", action="store_true", help="print machine-readable JSON")
     state.set_defaults(run=_state)
+
+    watch = sub.add_parser(
+        "watch",
+        help="show a run's status live",
+        description="Show a run's status, read again every --interval seconds: on a "
+        "terminal a screen (round, state, progress bar, members with heartbeat ages, spares, "
+        "lost nodes, exclusions, the history of rounds); otherwise one line (or, with --json, "
+        "one JSON object) each time it changes. Ends when the run is closed, or on Ctrl-C.",
+    )
+    _add_target(watch)
+    watch.add_argument("--interval", type=float, default=1.0, help="seconds between reads (1)")
+    watch.add_argument("--once", action="store_true", help="show the status once and exit")
+    watch.add_argument("--json", action="store_true", help="JSON objects instead of lines")
+    watch.add_argument(
+        "--wait", action="store_true", help="wait for a run that has not started yet"
+    )
+    watch.set_defaults(run=_watch)
 
     demo = sub.add_parser(
         "demo", help="run a full elastic rendezvous story with real local processes"
@@ -105,6 +122,7 @@ def _join(args: argparse.Namespace) -> int:
     done = threading.Event()
     started = time.monotonic()
     join_timeout = handler.settings.join_timeout.total_seconds()
+    live = sys.stderr.isatty()
 
     def report() -> None:
         while not done.wait(1.0):
@@ -114,13 +132,15 @@ def _join(args: argparse.Namespace) -> int:
                 continue
             left = max(0.0, join_timeout - (time.monotonic() - started))
             state = "complete, waiting for the next round" if p["complete"] else "waiting"
-            print(
+            line = (
                 f"rdzv join: round {p['round']}: {p['joined']} joined "
                 f"(min {p['min_nodes']}, max {p['max_nodes']}), {state}; "
-                f"{left:.0f} s left",
-                file=sys.stderr,
-                flush=True,
+                f"{left:.0f} s left"
             )
+            if live:  # one line, rewritten in place
+                print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
     reporter = threading.Thread(target=report, daemon=True)
     reporter.start()
@@ -132,6 +152,9 @@ def _join(args: argparse.Namespace) -> int:
         return _fail(e)
     finally:
         done.set()
+        reporter.join(2)
+        if live:
+            print(file=sys.stderr, flush=True)
     print(
         json.dumps(
             {
@@ -168,6 +191,52 @@ def _state(args: argparse.Namespace) -> int:
         store.close()
     print(json.dumps(run, indent=2) if args.json else describe_run(run))
     return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from ..registry import create_store
+    from .status import RunWatcher, render, summary
+
+    if not 0.1 <= args.interval <= 3600:
+        return _fail(ValueError(f"--interval must be 0.1 to 3600 seconds, got {args.interval}."))
+    try:
+        with _connecting(args):
+            store = create_store(_params(args, 1, 1, is_host="false"))
+    except _FAILURES as e:
+        return _fail(e)
+    screen = sys.stdout.isatty() and not args.json
+    watcher = RunWatcher(store, args.run_id)
+    last = None
+    try:
+        while True:
+            try:
+                run = watcher.snapshot()
+            except _FAILURES as e:
+                if last is None or args.once:
+                    return _fail(e)
+                print(f"rdzv watch: {describe_error(e)}; trying again", file=sys.stderr)
+                time.sleep(args.interval)
+                continue
+            if not run["exists"] and not args.wait:
+                return _fail(
+                    RendezvousError(
+                        f"No rendezvous state for run {args.run_id!r} in this store "
+                        "(a wrong --run-id, or the run has not started: --wait waits for it)."
+                    )
+                )
+            line = summary(run)
+            if screen:
+                print("\x1b[H\x1b[2J" + render(run), flush=True)
+            elif line != last:
+                print(json.dumps(run, sort_keys=True) if args.json else line, flush=True)
+            last = line
+            if args.once or run.get("closed"):
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        store.close()
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -35,6 +35,8 @@ from ..errors import (
     StoreDataLostError,
     StoreError,
 )
+from ..eventlog import ENV as EVENT_LOG_ENV
+from ..eventlog import log_events_to
 from ..events import EventKind, RendezvousEvent, emit
 from ..params import RendezvousParameters
 from ..store import PrefixStore, Store
@@ -189,6 +191,7 @@ class RendezvousHandler:
             self._store, run_id, self._node.id, dict(attrs),
             f"{self._policy.describe()},{exclusion.describe()}", exclusion, health,
             self._close_if_too_few, self._event,
+            {"nnodes": [min_nodes, max_nodes], "liveness": self._settings.liveness_window.total_seconds()},
         )  # fmt: skip
         self._lock = threading.Lock()
         self._member: _Membership | None = None
@@ -208,6 +211,7 @@ class RendezvousHandler:
         self._beat_lock = threading.Lock()
         self._joining = False
         self._last_beat = 0.0
+        self._join_started = 0.0  # when the running next_rendezvous began
 
     # -- identity --------------------------------------------------------------------------
 
@@ -327,7 +331,8 @@ class RendezvousHandler:
         the run is closed, RendezvousTimeoutError after ``join_timeout``, and
         RendezvousConnectionError when the store fails.
         """
-        deadline = time.monotonic() + self._settings.join_timeout.total_seconds()
+        self._join_started = time.monotonic()
+        deadline = self._join_started + self._settings.join_timeout.total_seconds()
         with self._beat_lock:
             self._joining = True
         try:
@@ -409,6 +414,8 @@ class RendezvousHandler:
             try:
                 self._store.set(_r(round_, f"slot/{slot}"), self._node.encode())
                 self._event(EventKind.JOIN, round=round_, slot=slot)
+                if slot == 1:
+                    self._store.set(_r(round_, "started"), str(time.time()))
                 if slot == self._min:
                     self._store.compare_set(_r(round_, "quorum"), "", "1")
                 if slot == self._max:
@@ -576,8 +583,9 @@ class RendezvousHandler:
         # A node's rank value names its successor too (and the world size, when the
         # policy left spares out): one read tells it everything.
         more = f"\n{world}" if world < size else ""
-        keys = [_r(round_, "world")] + [_r(round_, f"rank/{slot + 1}") for slot in order]
-        values = [str(world)] + [
+        keys = [_r(round_, "completed_at"), _r(round_, "world")]
+        keys += [_r(round_, f"rank/{slot + 1}") for slot in order]
+        values = [str(time.time()), str(world)] + [
             f"{rank}\n{ids[(rank + 1) % world]}{more}" for rank in range(world)
         ]
         keys += [_r(round_, f"member/{rank}") for rank in range(world)]
@@ -642,7 +650,10 @@ class RendezvousHandler:
         if self._spare_round is not None:
             self._event(EventKind.PROMOTED, round=round_, rank=rank, spare_since=self._spare_round)
             self._spare_round = None
-        self._event(EventKind.COMPLETED, round=round_, rank=rank, world_size=world)
+        self._event(
+            EventKind.COMPLETED, round=round_, rank=rank, world_size=world,
+            seconds=round(time.monotonic() - self._join_started, 3),
+        )  # fmt: skip
         return RendezvousInfo(
             store=PrefixStore(f"torch.rendezvous.{self._run_id}.{round_}", self._raw_store),
             rank=rank,
@@ -1102,6 +1113,9 @@ def create_handler(params: RendezvousParameters) -> RendezvousHandler:
     from ..registry import create_backend, default_registry
 
     settings = HandlerSettings.from_params(params)
+    log_to = params.get("event_log") or os.environ.get(EVENT_LOG_ENV)
+    if log_to:
+        log_events_to(str(log_to))
     registry = default_registry()
     policy = registry.rank_policy(params)
     exclusion = Exclusion.from_params(params)

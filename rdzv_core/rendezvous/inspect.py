@@ -76,6 +76,8 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
         policy = json.loads(_peek(store, "policy") or b"{}")
         restarts = int(_peek(store, "restarts") or b"0")
         closed_reason = _peek(store, "closed_reason")
+        started = _peek(store, r + "started")
+        completed_at = _peek(store, r + "completed_at")
     except (StoreError, OSError, TimeoutError) as e:
         raise RendezvousConnectionError(CONNECTION_FAILED) from e
     return {
@@ -95,6 +97,10 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
         "restarts": restarts,
         "closed_reason": closed_reason.decode(errors="replace") if closed_reason else None,
         "exclusions": _exclusions(policy.get("exclusions", {})),
+        "nnodes": policy.get("nnodes"),
+        "liveness": policy.get("liveness"),
+        "started": float(started) if started else None,
+        "completed_at": float(completed_at) if completed_at else None,
     }
 
 
