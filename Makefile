@@ -32,10 +32,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy rdzv_core $(foreach p,$(PLUGINS),$(p)rdzv_plugin_*) integrations/torch/rdzv_torch tools
 
 # What the tests start or call as child processes, from Debian: etcd and redis-server (the
-# etcd and redis plugins' tests) and openssl (certificates for their TLS tests).
+# etcd and redis plugins' tests), openssl (certificates for their TLS tests), and chromium
+# with its driver (the status page's browser test).
 servers:
 	@missing=""; \
 	command -v etcd >/dev/null || [ -n "$$ETCD_BIN" ] || missing="$$missing etcd-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && \

@@ -1,4 +1,5 @@
-"""The ``rdzv join``, ``rdzv state``, ``rdzv watch`` and ``rdzv demo`` commands."""
+"""The ``rdzv join``, ``rdzv state``, ``rdzv watch``, ``rdzv dashboard`` and ``rdzv demo``
+commands."""
 
 from __future__ import annotations
 
@@ -52,6 +53,29 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
         "--wait", action="store_true", help="wait for a run that has not started yet"
     )
     watch.set_defaults(run=_watch)
+
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="serve a live status page of a store's runs over HTTP",
+        description="Serve a read-only status page (and its JSON API at /api/runs) of the "
+        "runs in a store, until Ctrl-C or SIGTERM. It binds 127.0.0.1 unless --host says "
+        "otherwise; with a token (--token-file, or the store's auth_token_file / auth_token "
+        "option) every request must carry it.",
+    )
+    dashboard.add_argument("--endpoint", required=True, help="the store's endpoint")
+    dashboard.add_argument("--store-type", default="tcp", help="store type (default tcp)")
+    dashboard.add_argument("--config", default="", help="k=v,... rendezvous options")
+    dashboard.add_argument(
+        "--run-id", action="append", default=[],
+        help="a run to show (repeat for more; a store that lists its keys shows every run)",
+    )  # fmt: skip
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dashboard.add_argument("--port", type=int, default=8470, help="port (8470; 0 picks one)")
+    dashboard.add_argument("--token-file", default=None, help="file holding the page's token")
+    dashboard.add_argument(
+        "--wait", action="store_true", help="accept --run-id runs that have not started yet"
+    )
+    dashboard.set_defaults(run=_dashboard)
 
     demo = sub.add_parser(
         "demo", help="run a full elastic rendezvous story with real local processes"
@@ -237,6 +261,63 @@ def _watch(args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def _page_token(args: argparse.Namespace, params: RendezvousParameters) -> str | None:
+    """The page's token: --token-file, else the store's own (auth_token_file, auth_token)."""
+    path = args.token_file or params.get("auth_token_file")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise ValueError(f"cannot read the token file {path!r}: {e.strerror}") from e
+        if not token:
+            raise ValueError(f"the token file {path!r} is empty")
+        return token
+    token = params.get("auth_token")
+    return str(token) if token else None
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    import signal
+
+    from ..dashboard import Dashboard
+    from ..registry import create_store
+    from .inspect import read_run
+
+    if not 0 <= args.port <= 65535:
+        return _fail(ValueError(f"--port must be 0 to 65535, got {args.port}."))
+    try:
+        config = {"store_type": args.store_type, **parse_config(args.config), "is_host": "false"}
+        params = RendezvousParameters("c10d", args.endpoint, "rdzv-dashboard", 1, 1, **config)
+        token = _page_token(args, params)
+        with _connecting(args):
+            store = create_store(params)
+    except _FAILURES as e:
+        return _fail(e)
+    try:
+        for run_id in args.run_id:
+            if not args.wait and not read_run(store, run_id)["exists"]:
+                raise RendezvousError(
+                    f"No rendezvous state for run {run_id!r} in this store (a wrong --run-id, "
+                    "or the run has not started: --wait shows it anyway)."
+                )
+        page = Dashboard(store, args.run_id, args.host, args.port, token)
+    except _FAILURES as e:
+        store.close()
+        return _fail(e)
+    print(f"rdzv dashboard: {page.url}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        page.close()
+        store.close()
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
