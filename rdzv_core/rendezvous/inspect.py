@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import CONNECTION_FAILED, RendezvousConnectionError, StoreError
 from ..store import PrefixStore, Store
 
-__all__ = ["describe_run", "read_run"]
+__all__ = ["describe_run", "read_members", "read_run"]
 
 _ABSENT = "\x00absent"
 
@@ -17,6 +17,33 @@ _ABSENT = "\x00absent"
 def _peek(store: Store, key: str) -> bytes | None:
     value = store.compare_set(key, _ABSENT, _ABSENT)
     return None if value == _ABSENT.encode() else value
+
+
+def read_members(store: Store, round_: int) -> tuple[list[dict[str, Any]], list[str]] | None:
+    """The members of a completed round (rank, node, heartbeats, attributes) and the ids
+    reported lost in it, from the run's prefixed ``store``; None if the round did not
+    complete with ranks."""
+    r = f"r{round_}/"
+    final = _peek(store, r + "final")
+    world = _peek(store, r + "world")
+    if final is None or world is None or final == b"closed" or final.startswith(b"failed:"):
+        return None
+    size = int(final.split(b":")[0])
+    ids = store.multi_get([f"{r}member/{i}" for i in range(int(world))])
+    beats = store.multi_get([f"hb/{m.decode()}" for m in ids]) if ids else []
+    attrs = _attributes(store.multi_get([f"{r}slot/{i}" for i in range(1, size + 1)]))
+    members = [
+        {"rank": i, "node": m.decode(), "heartbeats": int(b or b"0"),
+         "attributes": attrs.get(m.decode(), {})}
+        for i, (m, b) in enumerate(zip(ids, beats))
+    ]  # fmt: skip
+    return members, _lost(store, r)
+
+
+def _lost(store: Store, r: str) -> list[str]:
+    count = int(_peek(store, r + "lost_count") or b"0")
+    keys = [f"{r}lost_id/{i}" for i in range(1, count + 1)]
+    return [v.decode() for v in store.multi_get(keys)] if keys else []
 
 
 def read_run(raw: Store, run_id: str) -> dict[str, Any]:
@@ -38,7 +65,7 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
         spares: list[dict[str, Any]] = []
         if size and world:
             ids = store.multi_get([f"{r}member/{i}" for i in range(world)])
-            beats = [_peek(store, f"hb/{m.decode()}") for m in ids]
+            beats = store.multi_get([f"hb/{m.decode()}" for m in ids])  # one request
             attrs = _attributes(store.multi_get([f"{r}slot/{i}" for i in range(1, size + 1)]))
             members = [
                 {
@@ -62,15 +89,7 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
                 for node in dict.fromkeys(v.decode() for v in store.multi_get(keys))
                 if node not in listed
             ]
-        lost_count = int(_peek(store, r + "lost_count") or b"0")
-        lost = (
-            [
-                v.decode()
-                for v in store.multi_get([f"{r}lost_id/{i}" for i in range(1, lost_count + 1)])
-            ]
-            if lost_count
-            else []
-        )
+        lost = _lost(store, r)
         pending = int(_peek(store, r + "pending") or b"0")
         master = _peek(store, r + "master")
         policy = json.loads(_peek(store, "policy") or b"{}")

@@ -1,6 +1,7 @@
 """A run's live status, for ``rdzv watch`` and scripts: the current round and its state,
 the nodes with their heartbeat ages, spares, lost nodes, exclusions, and the history of the
-rounds (when, how long, who joined or left).
+rounds (when, how long, who joined or left). While a round gathers, the members shown are
+those of the last completed round (``members_round``), with the ones lost marked.
 
 A heartbeat is a counter: its age is how long *this watcher* has seen it stand still, so
 the first look reports every node fresh. A member whose heartbeat stood still for the
@@ -13,7 +14,7 @@ import time
 from typing import Any
 
 from ..store import PrefixStore, Store
-from .inspect import _peek, read_run
+from .inspect import _peek, read_members, read_run
 
 __all__ = ["RunWatcher", "render", "summary"]
 
@@ -39,6 +40,9 @@ class RunWatcher:
         run = read_run(self._raw, self._run_id)
         if not run["exists"]:
             return run
+        run["members_round"] = run["round"] if run["complete"] else None
+        if not run["complete"] and not run["closed"]:
+            self._previous_members(run)
         now = time.monotonic()
         liveness = float(run.get("liveness") or _DEFAULT_LIVENESS)
         for member in run["members"]:
@@ -48,6 +52,17 @@ class RunWatcher:
         run["state"] = _state(run)
         run["history"] = self._history(run["round"])
         return run
+
+    def _previous_members(self, run: dict[str, Any]) -> None:
+        """While a round gathers, show the members of the last completed round (and who
+        was lost in it): who was in the job, and who is missing."""
+        for number in range(run["round"] - 1, max(-1, run["round"] - HISTORY - 1), -1):
+            found = read_members(self._run, number)
+            if found is not None:
+                run["members"], lost = found
+                run["lost"] = list(dict.fromkeys([*lost, *run["lost"]]))
+                run["members_round"] = number
+                return
 
     def _age(self, node: str, beat: int, now: float) -> float:
         seen = self._beats.get(node)
@@ -161,6 +176,9 @@ def render(run: dict[str, Any], width: int = 100) -> str:
     if nnodes[1]:
         lines.append(f"{_bar(run['joined'], nnodes[0], nnodes[1])} {run['joined']} of "
                      f"{nnodes[0]}..{nnodes[1]}")  # fmt: skip
+    shown = run.get("members_round")
+    if shown is not None and shown != run["round"]:
+        lines.append(f"round {run['round']} is gathering; the members of round {shown}:")
     lines.append(f"{'rank':>5}  {'node':<36} {'host':<20} {'heartbeat':>10}  attributes")
     for m in run["members"]:
         attrs = ", ".join(f"{k}={v}" for k, v in m["attributes"].items() if k != "host")

@@ -53,6 +53,10 @@ function runSection(run) {
       ` ${run.joined} joined (min ${low}, max ${high})`));
   }
   if (run.closed_reason) section.append(el("p", { class: "note" }, `closed: ${run.closed_reason}`));
+  if (run.members_round !== null && run.members_round !== undefined && run.members_round !== run.round) {
+    section.append(el("p", { class: "note" },
+      `round ${run.round} is gathering; the members of round ${run.members_round}:`));
+  }
   const lost = new Set(run.lost || []);
   const rows = run.members.map((m) => {
     const gone = lost.has(m.node);
