@@ -15,6 +15,8 @@ import etcd_latency  # noqa: E402
 import failover  # noqa: E402
 import file_store  # noqa: E402
 import import_time  # noqa: E402
+import observe  # noqa: E402
+import policies  # noqa: E402
 import redis_latency  # noqa: E402
 import rendezvous  # noqa: E402
 import scale  # noqa: E402
@@ -51,6 +53,9 @@ def main() -> None:
         rendezvous.main(),
         scale.main(),
         busy(scale.main, "--sizes", "1024,4096"),
+        policies.main(),
+        busy(policies.main),
+        observe.main(),
         store_scale.main(),
         busy(store_scale.main, "--no-floor"),
         store_load.main(),

@@ -23,7 +23,9 @@ import json
 import resource
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 
 from common import busy_cores, cpu_seconds, table
 
@@ -76,14 +78,18 @@ def run(
     switch_interval: float,
     extra: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    poll_page: bool = False,
 ) -> dict[str, float]:
     """One N-node rendezvous; ``extra`` are more node-process arguments (config as JSON,
-    then ``health-hook``), ``env`` the environment of every process."""
+    then ``health-hook``), ``env`` the environment of every process; ``poll_page``: the
+    server serves its status page, read every second meanwhile (as a browser would)."""
     processes = -(-n // per_process)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    command = [sys.executable, "-m", "rdzv_core", "serve", "--port", "0", "--max-connections"]
+    command += ["30000", *(["--dashboard-port", "0"] if poll_page else [])]
     server = subprocess.Popen(
-        [sys.executable, "-m", "rdzv_core", "serve", "--port", "0", "--max-connections", "30000"],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -91,6 +97,16 @@ def run(
     )
     assert server.stdout is not None
     port = server.stdout.readline().rsplit(":", 1)[1].strip()
+    stop_polling = threading.Event()
+    if poll_page:
+        url = server.stdout.readline().split(" on ", 1)[1].strip() + "api/runs"
+
+        def poll() -> None:
+            while not stop_polling.wait(1.0):
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(url, timeout=30).read()
+
+        threading.Thread(target=poll, daemon=True).start()
     start_at = time.time() + 5 + n / 400  # every handler connected by then
     per = [n // processes + (1 if i < n % processes else 0) for i in range(processes)]
     nodes = [
@@ -135,6 +151,7 @@ def run(
             time.sleep(idle_seconds)
             idle = (cpu_seconds(server.pid) - before) / idle_seconds
     finally:
+        stop_polling.set()
         for proc in nodes:
             proc.kill()
         server.kill()

@@ -21,6 +21,7 @@ import hmac
 import json
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -51,9 +52,10 @@ _STATIC = {
 
 
 class Dashboard:
-    """Serves the status of ``run_ids`` (and of every run the store lists) from ``store``
-    on ``host``:``port`` (port 0 picks one) until :meth:`close`. ``token``: a secret every
-    request must carry; None serves everyone who can reach the address."""
+    """Serves the status of ``run_ids`` (and of every run the store lists, or that
+    ``discover()`` names) from ``store`` on ``host``:``port`` (port 0 picks one) until
+    :meth:`close`. ``token``: a secret every request must carry; None serves everyone who
+    can reach the address."""
 
     def __init__(
         self,
@@ -62,9 +64,11 @@ class Dashboard:
         host: str = "127.0.0.1",
         port: int = 0,
         token: str | None = None,
+        discover: Callable[[], list[str]] | None = None,
     ) -> None:
         self._store = store
         self._named = list(run_ids or [])
+        self._discover = discover
         self._token = token
         self._lock = threading.Lock()
         self._watchers: dict[str, RunWatcher] = {}
@@ -99,7 +103,9 @@ class Dashboard:
     def run_ids(self) -> list[str]:
         """The runs shown: those named, then those the store lists (if it can)."""
         found = list(self._named)
-        if Capability.LIST_KEYS in self._store.capabilities:
+        if self._discover is not None:
+            found += [run_id for run_id in self._discover() if run_id not in found]
+        elif Capability.LIST_KEYS in self._store.capabilities:
             for key in self._store.list_keys():
                 if key.startswith("rdzv.") and key.endswith("/policy"):
                     run_id = key[len("rdzv.") : -len("/policy")]

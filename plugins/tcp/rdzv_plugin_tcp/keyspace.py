@@ -116,6 +116,11 @@ class Keyspace:
         """Whether ``key`` existed (it does not now). A parked read keeps waiting for it."""
         return self._data.pop(key, None) is not None
 
+    def sizes(self) -> tuple[int, int, int]:
+        """(keys, bytes of keys and values, parked reads and pops)."""
+        stored = sum(len(k) + len(v) for k, v in self._data.items())
+        return len(self._data), stored, sum(1 for _ in self.waiting())
+
     def __len__(self) -> int:
         return len(self._data)
 

@@ -79,6 +79,23 @@ def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="clients served at once; more are refused (default: 16384, or what the "
         "descriptor limit allows)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (off by default; 0 picks)",
+    )
+    parser.add_argument(
+        "--dashboard-port",
+        type=_port,
+        default=None,
+        help="serve the live status page of the runs held (off by default; 0 picks one)",
+    )
+    parser.add_argument(
+        "--http-host",
+        default="127.0.0.1",
+        help="address the metrics and the status page listen on (default 127.0.0.1)",
+    )
     parser.set_defaults(run=serve)
 
 
@@ -152,11 +169,70 @@ def _return_freed_memory_to_the_os() -> None:
         pass  # not glibc
 
 
+def _serve_http(
+    args: argparse.Namespace, server: Any, token: bytes | None
+) -> list[Callable[[], None]]:
+    """Start the metrics endpoint and the status page asked for; their closers. Both read
+    the runs through a client of this server (with its token); the page asks for it too."""
+    if args.metrics_port is None and args.dashboard_port is None:
+        return []
+    from datetime import timedelta
+
+    from rdzv_core.rendezvous.status import RunWatcher
+
+    from .client import TCPStore
+    from .server import share_server
+
+    # The reader calls the server in this process: its reads are not clients' requests.
+    share_server(server)
+    reader = TCPStore("127.0.0.1", server.port, is_master=True, auth_token=token,
+                      timeout=timedelta(seconds=10))  # fmt: skip
+    closers: list[Callable[[], None]] = [reader.close]
+    if args.metrics_port is not None:
+        from .metrics import serve_metrics
+
+        watchers: dict[str, RunWatcher] = {}
+
+        def runs() -> list[dict[str, Any]]:
+            found = []
+            for run_id in server.run_ids():
+                watcher = watchers.setdefault(run_id, RunWatcher(reader, run_id))
+                found.append(watcher.snapshot())
+            return found
+
+        try:
+            http = serve_metrics(server, runs, args.http_host, args.metrics_port)
+        except OSError as e:
+            reader.close()
+            raise OSError(
+                f"the metrics cannot listen on {args.http_host}:{args.metrics_port}: {e.strerror}"
+            ) from None
+        closers.append(http.shutdown)
+        host, bound = http.server_address[:2]
+        print(f"metrics on http://{host}:{bound}/metrics", flush=True)
+    if args.dashboard_port is not None:
+        from rdzv_core.dashboard import Dashboard
+
+        page_token = token.decode() if token else None
+        try:
+            page = Dashboard(
+                reader, [], args.http_host, args.dashboard_port, page_token, server.run_ids
+            )
+        except OSError:
+            for close in reversed(closers):
+                close()
+            raise
+        closers.append(page.close)
+        print(f"status page on {page.url}", flush=True)
+    return closers[::-1]
+
+
 def serve(args: argparse.Namespace) -> int:
     from rdzv_core import StoreError
 
     from .limits import ServerLimits
     from .server import StoreServer
+    from .stats import ServerStats
 
     handler = _BackgroundStderr()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -196,8 +272,9 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"rdzv serve: {e}", file=sys.stderr)
         return 2
+    stats = ServerStats() if args.metrics_port is not None else None
     try:
-        server = StoreServer(args.host, port, auth_token=token, limits=limits)
+        server = StoreServer(args.host, port, auth_token=token, limits=limits, stats=stats)
     except StoreError as e:
         print(f"rdzv serve: {e}", file=sys.stderr)
         return 1
@@ -219,9 +296,17 @@ def serve(args: argparse.Namespace) -> int:
         connections,
     )
     print(f"listening on {where}", flush=True)
+    try:
+        extras = _serve_http(args, server, token)
+    except OSError as e:
+        server.stop()
+        print(f"rdzv serve: {e}", file=sys.stderr)
+        return 1
     while not stop.wait(0.5):
         if server.wait_stopped(0):
             break
+    for close in extras:
+        close()
     server.stop()
     if server.failure is not None:
         print(f"rdzv serve: the server failed and stopped: {server.failure!r}", file=sys.stderr)

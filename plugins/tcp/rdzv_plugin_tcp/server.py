@@ -64,6 +64,7 @@ from .protocol import (
     key_and_rest,
     version_refusal,
 )
+from .stats import ServerStats
 
 __all__ = ["StoreServer", "acquire_server", "release_server"]
 
@@ -261,6 +262,7 @@ class StoreServer:
         limits: ServerLimits | None = None,
         backlog: int = 4096,
         max_frame_size: int | None = None,
+        stats: ServerStats | None = None,
     ) -> None:
         if max_frame_size is not None:
             limits = with_max_frame_size(limits, max_frame_size, "StoreServer")
@@ -278,6 +280,8 @@ class StoreServer:
         self.port: int = self._listener.getsockname()[1]
         self.server_id = os.urandom(SERVER_ID_SIZE)
         self.failure: BaseException | None = None
+        #: The counters behind the metrics, when they are on (None: nothing is counted).
+        self.stats = stats
         self._token = auth_token
         self._poller = _Poller()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -314,6 +318,22 @@ class StoreServer:
     def connection_count(self) -> int:
         """Clients connected now."""
         return len(self._conns)
+
+    def keyspace_sizes(self) -> tuple[int, int, int]:
+        """(keys, bytes of keys and values, parked reads and pops) now: one pass over the
+        keys, under the lock requests run under."""
+        with self._lock:
+            return self._keys.sizes()
+
+    def run_ids(self) -> list[str]:
+        """The rendezvous runs this server holds keys of."""
+        with self._lock:
+            names = self._keys.keys()
+        return [
+            key[len(b"rdzv.") : -len(b"/policy")].decode(errors="replace")
+            for key in names
+            if key.startswith(b"rdzv.") and key.endswith(b"/policy")
+        ]
 
     def start(self) -> StoreServer:
         """Serve in a daemon thread; returns self."""
@@ -489,7 +509,11 @@ class StoreServer:
     def _admit(self, sock: socket.socket, address: Any) -> None:
         sock.setblocking(False)
         full = len(self._conns) - self._refusing >= self.limits.max_connections
+        if self.stats is not None:
+            self.stats.accepted += 1
         if full and self._refusing >= _MAX_REFUSING:
+            if self.stats is not None:
+                self.stats.refused["connection_limit"] += 1
             sock.close()
             self._logs.warning("connection limit reached: closed a new connection at once")
             return
@@ -563,6 +587,8 @@ class StoreServer:
         except OSError as e:
             self._close(conn, None if conn.state == _READY else f"receive failed: {e}")
             return
+        if self.stats is not None:
+            self.stats.bytes_in += len(data)
         if not data:
             if conn.rbuf and not conn.held():
                 self._close(conn, f"connection closed inside a frame ({len(conn.rbuf)} bytes)")
@@ -668,8 +694,15 @@ class StoreServer:
         False when the connection was closed."""
         try:
             if conn.state == _READY:
-                with self._lock:
-                    reply = self._dispatch(conn, payload)
+                stats = self.stats
+                if stats is None:
+                    with self._lock:
+                        reply = self._dispatch(conn, payload)
+                else:
+                    started = time.perf_counter()
+                    with self._lock:
+                        reply = self._dispatch(conn, payload)
+                    stats.request(payload[0], reply, time.perf_counter() - started)
                 if reply is not None:
                     self._send(conn, reply)
             else:
@@ -702,6 +735,8 @@ class StoreServer:
     def _send(self, conn: _Conn, chunks: list[bytes]) -> None:
         """Queue one reply (its payload in ``chunks``) and send what the socket takes now."""
         size = sum(map(len, chunks))
+        if self.stats is not None:
+            self.stats.bytes_out += size + 4
         head = U32.pack(size)
         if size > _SMALL_REPLY:
             parts: list[bytes | memoryview] = [head, *chunks]
@@ -760,8 +795,11 @@ class StoreServer:
                 self._ready.append(conn)  # requests held back by the high-water mark
         self._set_events(conn)
 
-    def _refuse(self, conn: _Conn, message: str) -> None:
-        """Answer FAILED with ``message``, then close once it is sent."""
+    def _refuse(self, conn: _Conn, message: str, reason: str) -> None:
+        """Answer FAILED with ``message``, then close once it is sent; ``reason`` is what
+        the metrics count it under."""
+        if self.stats is not None:
+            self.stats.refused[reason] += 1
         self._logs.warning("refused %s: %s", conn.peer, message)
         conn.closing = True
         self._send(conn, [bytes([FAILED]) + message.encode()])
@@ -778,9 +816,10 @@ class StoreServer:
                     conn,
                     f"the server is at its connection limit ({self.limits.max_connections} "
                     "clients); try again later or raise max_connections",
+                    "connection_limit",
                 )
             elif payload[4] not in ACCEPTED_VERSIONS:
-                self._refuse(conn, version_refusal(payload[4]))
+                self._refuse(conn, version_refusal(payload[4]), "version")
             elif self._token is None:
                 conn.state = _READY
                 self._send(
@@ -799,7 +838,9 @@ class StoreServer:
                 conn.state = _READY
                 self._send(conn, [b"\x00"])
             else:
-                self._refuse(conn, "authentication failed: wrong token")
+                if self.stats is not None:
+                    self.stats.auth_failures += 1
+                self._refuse(conn, "authentication failed: wrong token", "authentication")
 
     def _dispatch(self, conn: _Conn | _Local, payload: bytes | memoryview) -> list[bytes] | None:
         """Run one request (under ``_lock``): the reply's chunks, or None when the request
@@ -1034,6 +1075,13 @@ def _forget_hosted_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_hosted_in_child)
+
+
+def share_server(server: StoreServer) -> None:
+    """Let stores of this process that host ``server.port`` use ``server`` (in-process
+    calls, not a socket): what ``rdzv serve`` does for its metrics and status page."""
+    with _hosted_lock:
+        _hosted[server.port] = [server, 1]
 
 
 def acquire_server(
