@@ -5,11 +5,16 @@ from __future__ import annotations
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 import rdzv_core
+from rdzv_core import StoreBackend
+from rdzv_core.rendezvous import HandlerSettings, RendezvousHandler
+from rdzv_core.rendezvous.policy import Exclusion, HealthCheck, RankPolicy
+from rdzv_core.testing import MemoryStore
 
 #: A plugin distribution used as test data (tests/test_compat_010.py installs and runs it).
 collect_ignore = ["compat"]
@@ -66,3 +71,37 @@ def install_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstallDist
     yield install  # type: ignore[misc]
     for module in added:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., RendezvousHandler]]:
+    """Rendezvous handlers over one reference store, closed when the test ends:
+    ``make(min, max, policy, health=, exclusion=, host=, settings=, **attributes)``."""
+    from .test_handler import FAST  # the handler tests' fast settings
+
+    base = MemoryStore(timeout=timedelta(seconds=10))
+    made: list[RendezvousHandler] = []
+
+    def make_handler(
+        low: int,
+        high: int,
+        policy: RankPolicy | None = None,
+        *,
+        health: HealthCheck | None = None,
+        exclusion: Exclusion | None = None,
+        host: str = "10.0.0.1",
+        settings: HandlerSettings = FAST,
+        **attributes: str,
+    ) -> RendezvousHandler:
+        client = base.client()
+        handler = RendezvousHandler(
+            "run", client, StoreBackend(client, "run"), low, high, host, settings,
+            policy=policy, attributes=attributes, health=health, exclusion=exclusion,
+        )  # fmt: skip
+        made.append(handler)
+        return handler
+
+    make_handler.base = base  # type: ignore[attr-defined]
+    yield make_handler
+    for handler in made:
+        handler.close()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from rdzv_core.rendezvous.policy import (
     node_attributes,
     parse_attributes,
 )
-from rdzv_core.testing import EventRecorder, MemoryStore
+from rdzv_core.testing import EventRecorder
 
 from .test_handler import FAST
 
@@ -171,35 +171,6 @@ def test_bad_policy_options_name_what_is_accepted(config: dict[str, str], messag
 
 
 # -- handlers in threads -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def make() -> Iterator[Callable[..., RendezvousHandler]]:
-    base = MemoryStore(timeout=timedelta(seconds=10))
-    made: list[RendezvousHandler] = []
-
-    def make_handler(
-        low: int,
-        high: int,
-        policy: RankPolicy | None = None,
-        *,
-        health: HealthCheck | None = None,
-        exclusion: Exclusion | None = None,
-        host: str = "10.0.0.1",
-        **attributes: str,
-    ) -> RendezvousHandler:
-        client = base.client()
-        handler = RendezvousHandler(
-            "run", client, StoreBackend(client, "run"), low, high, host, FAST,
-            policy=policy, attributes=attributes, health=health, exclusion=exclusion,
-        )  # fmt: skip
-        made.append(handler)
-        return handler
-
-    make_handler.base = base  # type: ignore[attr-defined]
-    yield make_handler
-    for handler in made:
-        handler.close()
 
 
 def rendezvous(handlers: list[RendezvousHandler]) -> dict[RendezvousHandler, int]:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -80,35 +79,6 @@ def settle(joiners: list[Joiner], active: int, timeout: float = 20) -> list[Join
         j.error for j in finished
     ]
     return finished
-
-
-@pytest.fixture
-def make() -> Iterator[Callable[..., RendezvousHandler]]:
-    base = MemoryStore(timeout=timedelta(seconds=10))
-    made: list[RendezvousHandler] = []
-
-    def make_handler(
-        low: int,
-        high: int,
-        policy: RankPolicy | None = None,
-        *,
-        health: HealthCheck | None = None,
-        exclusion: Exclusion | None = None,
-        settings: Any = FAST,
-        **attributes: str,
-    ) -> RendezvousHandler:
-        client = base.client()
-        handler = RendezvousHandler(
-            "run", client, StoreBackend(client, "run"), low, high, "10.0.0.1", settings,
-            policy=policy, attributes=attributes, health=health, exclusion=exclusion,
-        )  # fmt: skip
-        made.append(handler)
-        return handler
-
-    make_handler.base = base  # type: ignore[attr-defined]
-    yield make_handler
-    for handler in made:
-        handler.close()
 
 
 def wait_for_loss(handlers: list[RendezvousHandler], timeout: float = 15) -> None:

@@ -364,6 +364,10 @@ class RendezvousHandler:
             f"{_EXCLUSIONS}{excluded} excluded (the last: {subject}) leave fewer than "
             f"min_nodes={self._min} of the {max(self._max, self._counter('nodes'))} nodes"
         )
+        self._close_for(reason)
+
+    def _close_for(self, reason: str) -> None:
+        """Close the run for every node, recording why (every node's error names it)."""
         log.error("rendezvous '%s': %s; closing the run", self._run_id, reason)
         self._store.compare_set("closed_reason", "", reason)
         self.set_closed()
@@ -382,9 +386,7 @@ class RendezvousHandler:
                 f"failures caused {count} re-rendezvous, more than max_restarts={limit} "
                 f"(the last: {cause})"
             )
-            log.error("rendezvous '%s': %s; closing the run", self._run_id, reason)
-            self._store.compare_set("closed_reason", "", reason)
-            self.set_closed()
+            self._close_for(reason)
 
     def _leave_round(self) -> None:
         """A member joining again (its agent restarts its workers): the other members of
