@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from .params import RendezvousParameters
-    from .rendezvous.policy import RankOrder
+    from .rendezvous.policy import Exclusion, RankOrder, RestartBudget
 
 PROJECT = "rdzv"
 
@@ -104,4 +104,26 @@ def rdzv_rank_orders() -> Mapping[str, Callable[[RendezvousParameters], RankOrde
     when they are wrong. Names may not repeat a built-in (``sorted``, ``sticky``,
     ``topology``) or another plugin's. Prove an order with
     :class:`rdzv_core.testing.RankOrderSuite`.
+    """
+
+
+@hookspec(firstresult=True)
+def rdzv_exclusion_rule(params: RendezvousParameters) -> Exclusion | None:
+    """How this run keeps failing nodes out, instead of the built-in rule (``exclude_by``,
+    ``cooldown_min``, ``cooldown_max``, ``max_strikes``), or None.
+
+    Return a subclass of :class:`~rdzv_core.rendezvous.policy.Exclusion` overriding
+    ``cooldown(strikes, jitter)`` (seconds out), ``permanent(strikes)`` and ``describe()``
+    (compared between the nodes of a run). The first plugin that returns one decides.
+    """
+
+
+@hookspec(firstresult=True)
+def rdzv_restart_budget(params: RendezvousParameters) -> RestartBudget | None:
+    """How many failure-caused re-rendezvous this run may have, instead of the built-in
+    ``max_restarts``, or None.
+
+    Return a subclass of :class:`~rdzv_core.rendezvous.policy.RestartBudget` overriding
+    ``exhausted(count, cause)`` (None, or why the run is closed) and ``describe()``
+    (compared between the nodes of a run). The first plugin that returns one decides.
     """

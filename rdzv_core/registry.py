@@ -74,7 +74,7 @@ KNOWN_DISTRIBUTIONS = {
 }
 
 if TYPE_CHECKING:
-    from .rendezvous.policy import RankOrderFactory, RankPolicy
+    from .rendezvous.policy import Exclusion, RankOrderFactory, RankPolicy, RestartBudget
 
 log = logging.getLogger(__name__)
 #: The rank orders rdzv-core provides (plugins may not reuse their names).
@@ -544,6 +544,30 @@ class Registry:
         except Exception:
             return {}  # creating the handler reports it
         return order.options if order is not None else {}
+
+    def exclusion_rule(self, params: RendezvousParameters) -> Exclusion | None:
+        """The exclusion rule a plugin's ``rdzv_exclusion_rule`` gives, or None."""
+        from .rendezvous.policy import Exclusion
+
+        self.load_all()
+        rule = self._pm.hook.rdzv_exclusion_rule(params=params)
+        if rule is not None and not isinstance(rule, Exclusion):
+            raise RendezvousError(
+                f"rdzv_exclusion_rule returned {type(rule).__name__}, not an Exclusion."
+            )
+        return rule
+
+    def restart_budget(self, params: RendezvousParameters) -> RestartBudget | None:
+        """The restart budget a plugin's ``rdzv_restart_budget`` gives, or None."""
+        from .rendezvous.policy import RestartBudget
+
+        self.load_all()
+        budget = self._pm.hook.rdzv_restart_budget(params=params)
+        if budget is not None and not isinstance(budget, RestartBudget):
+            raise RendezvousError(
+                f"rdzv_restart_budget returned {type(budget).__name__}, not a RestartBudget."
+            )
+        return budget
 
     def rank_policy(self, params: RendezvousParameters) -> RankPolicy:
         """The rank policy ``params`` ask for, with plugins' rank orders available."""

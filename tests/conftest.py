@@ -13,7 +13,7 @@ import pytest
 import rdzv_core
 from rdzv_core import StoreBackend
 from rdzv_core.rendezvous import HandlerSettings, RendezvousHandler
-from rdzv_core.rendezvous.policy import Exclusion, HealthCheck, RankPolicy
+from rdzv_core.rendezvous.policy import Exclusion, HealthCheck, RankPolicy, RestartBudget
 from rdzv_core.testing import MemoryStore
 
 #: A plugin distribution used as test data (tests/test_compat_010.py installs and runs it).
@@ -91,12 +91,14 @@ def make() -> Iterator[Callable[..., RendezvousHandler]]:
         exclusion: Exclusion | None = None,
         host: str = "10.0.0.1",
         settings: HandlerSettings = FAST,
+        budget: RestartBudget | None = None,
         **attributes: str,
     ) -> RendezvousHandler:
         client = base.client()
         handler = RendezvousHandler(
             "run", client, StoreBackend(client, "run"), low, high, host, settings,
             policy=policy, attributes=attributes, health=health, exclusion=exclusion,
+            budget=budget,
         )  # fmt: skip
         made.append(handler)
         return handler

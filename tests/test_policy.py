@@ -36,6 +36,7 @@ from rdzv_core.rendezvous.policy import (
     Exclusion,
     HealthCheck,
     RankPolicy,
+    RestartBudget,
     node_attributes,
     parse_attributes,
 )
@@ -556,3 +557,82 @@ def test_an_excluded_nodes_shutdown_leaves_the_run_open(make: Any) -> None:
         sick.next_rendezvous()
     assert sick.shutdown() is True
     assert not peer.is_closed() and not read_run(make.base, "run")["closed"]
+
+
+class FixedCooldown(Exclusion):
+    """A site's rule: 1.5 s out, whatever the strikes; never for good."""
+
+    def cooldown(self, strikes: int, jitter: float) -> float:
+        return 1.5
+
+    def describe(self) -> str:
+        return f"exclusion=fixed-1.5s,exclude_by={self.by}"
+
+
+class OneRestart(RestartBudget):
+    def exhausted(self, count: int, cause: str) -> str | None:
+        return f"the site allows one restart, this is number {count}" if count > 1 else None
+
+    def describe(self) -> str:
+        return "restart_budget=one"
+
+
+def test_plugins_decide_the_exclusion_rule_and_the_restart_budget(make: Any) -> None:
+    class SitePolicy:
+        @hookimpl
+        def rdzv_exclusion_rule(self) -> Exclusion:
+            return FixedCooldown(by="name")
+
+        @hookimpl
+        def rdzv_restart_budget(self) -> RestartBudget:
+            return OneRestart()
+
+    plugin = SitePolicy()
+    register(plugin)
+    try:
+        from rdzv_core.registry import default_registry
+
+        rule = default_registry().exclusion_rule(params())
+        budget = default_registry().restart_budget(params())
+    finally:
+        unregister(plugin)
+    assert isinstance(rule, FixedCooldown) and isinstance(budget, OneRestart)
+    sick = make(1, 3, health=HealthCheck(check=lambda: "bad"), exclusion=rule, budget=budget,
+                name="sick")  # fmt: skip
+    for _ in range(2):  # the second strike is 1.5 s too: the plugin's rule, not doubling
+        with pytest.raises(RendezvousExcludedError, match=r"for 1\.[0-5] s more \(strike"):
+            sick.next_rendezvous()
+        time.sleep(1.6)
+    nodes = [make(1, 3, exclusion=rule, budget=budget, name=f"n{i}") for i in range(3)]
+    rendezvous(nodes)
+    assert "restart_budget=one" in read_run(make.base, "run")["policy"]
+    for lost in range(2):
+        nodes.pop().close()
+        deadline = time.monotonic() + 15
+        while not all(h.num_nodes_waiting() or h.is_closed() for h in nodes):
+            assert time.monotonic() < deadline, "the lost node was never reported"
+            time.sleep(0.1)
+        if lost == 0:
+            rendezvous(nodes)
+    for node in nodes:
+        with pytest.raises(RendezvousRestartLimitError, match="the site allows one restart"):
+            node.next_rendezvous()
+
+
+def test_a_hook_that_returns_the_wrong_type_is_named() -> None:
+    class Broken:
+        @hookimpl
+        def rdzv_restart_budget(self) -> object:
+            return 3
+
+    plugin = Broken()
+    register(plugin)
+    try:
+        from rdzv_core.registry import default_registry
+
+        with pytest.raises(
+            Exception, match="rdzv_restart_budget returned int, not a RestartBudget"
+        ):
+            default_registry().restart_budget(params())
+    finally:
+        unregister(plugin)

@@ -26,7 +26,7 @@ __all__ = ["Admission"]
 #: The option names the agreement message lists.
 _AGREED = (
     "rank_order and its options, segment, segment_key, rank0, max_restarts, exclude_by, "
-    "cooldown_min, cooldown_max, max_strikes"
+    "cooldown_min, cooldown_max, max_strikes, and a plugin's exclusion rule or restart budget"
 )
 
 

@@ -41,7 +41,14 @@ from ..events import EventKind, RendezvousEvent, emit
 from ..params import RendezvousParameters
 from ..store import PrefixStore, Store
 from .admission import Admission
-from .policy import Candidate, Exclusion, HealthCheck, RankPolicy, node_attributes
+from .policy import (
+    Candidate,
+    Exclusion,
+    HealthCheck,
+    RankPolicy,
+    RestartBudget,
+    node_attributes,
+)
 from .settings import HandlerSettings
 
 __all__ = [
@@ -150,6 +157,7 @@ class RendezvousHandler:
         attributes: Mapping[str, str] | None = None,
         health: HealthCheck | None = None,
         exclusion: Exclusion | None = None,
+        budget: RestartBudget | None = None,
     ) -> None:
         if not run_id:
             raise ValueError("The run id must be a non-empty string.")
@@ -187,9 +195,13 @@ class RendezvousHandler:
         attrs = tuple(sorted({**(attributes or {}), "host": addr}.items()))
         self._node = _Node(addr, os.getpid(), next(_local_ids), secrets.token_hex(3), attrs)
         exclusion = exclusion or Exclusion()
+        self._budget = budget or RestartBudget(self._policy.max_restarts)
+        options = ",".join(
+            filter(None, [self._policy.describe(), exclusion.describe(), self._budget.describe()])
+        )
         self._admission = Admission(
             self._store, run_id, self._node.id, dict(attrs),
-            f"{self._policy.describe()},{exclusion.describe()}", exclusion, health,
+            options, exclusion, health,
             self._close_if_too_few, self._event,
             {"nnodes": [min_nodes, max_nodes], "liveness": self._settings.liveness_window.total_seconds()},
         )  # fmt: skip
@@ -374,18 +386,15 @@ class RendezvousHandler:
 
     def _count_restart(self, round_: int, cause: str) -> None:
         """Count one failure-caused re-rendezvous for ``round_`` (once, whoever reports it);
-        past ``max_restarts`` the run is closed for every node with the reason."""
+        once the restart budget is exhausted the run is closed for every node with the
+        reason."""
         claim = self._store.compare_set(_r(round_, "restart"), "", self._node.id)
         if claim != self._node.id.encode():
             return
         count = self._store.add("restarts", 1)
         self._event(EventKind.RESTART_COUNTED, round=round_, restarts=count, cause=cause)
-        limit = self._policy.max_restarts
-        if limit is not None and count > limit:
-            reason = (
-                f"failures caused {count} re-rendezvous, more than max_restarts={limit} "
-                f"(the last: {cause})"
-            )
+        reason = self._budget.exhausted(count, cause)
+        if reason is not None:
             self._close_for(reason)
 
     def _leave_round(self) -> None:
@@ -1120,7 +1129,8 @@ def create_handler(params: RendezvousParameters) -> RendezvousHandler:
         log_events_to(str(log_to))
     registry = default_registry()
     policy = registry.rank_policy(params)
-    exclusion = Exclusion.from_params(params)
+    exclusion = registry.exclusion_rule(params) or Exclusion.from_params(params)
+    budget = registry.restart_budget(params)
     attributes = node_attributes(params, registry.node_attributes(params))
     health = HealthCheck.from_params(params, registry.health_check(params))
     backend, store = create_backend(params)
@@ -1138,6 +1148,7 @@ def create_handler(params: RendezvousParameters) -> RendezvousHandler:
             attributes=attributes,
             health=health,
             exclusion=exclusion,
+            budget=budget,
         )
     except BaseException:
         store.close()  # a hosted server must not outlive the handler that was refused

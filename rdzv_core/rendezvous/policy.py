@@ -38,6 +38,7 @@ __all__ = [
     "RankOrder",
     "RankOrderFactory",
     "RankPolicy",
+    "RestartBudget",
     "Segments",
     "SortedOrder",
     "StickyOrder",
@@ -485,7 +486,9 @@ class Exclusion:
     """How failing nodes are kept out: by the value of attribute ``by`` (``host``: the
     machine; ``rack``: the whole rack), for a cool-down that doubles with each strike
     (``cooldown_min`` x 2^(strikes-1), plus up to 10 % jitter, capped at ``cooldown_max``),
-    and for good from ``max_strikes`` strikes on (None: never)."""
+    and for good from ``max_strikes`` strikes on (None: never). A plugin returns a subclass
+    from ``rdzv_exclusion_rule`` to decide otherwise (overriding :meth:`cooldown`,
+    :meth:`permanent` and :meth:`describe`)."""
 
     by: str = "host"
     cooldown_min: float = 60.0
@@ -516,6 +519,8 @@ class Exclusion:
         )
 
     def describe(self) -> str:
+        """The rule as text; every node of a run must describe it the same way (a plugin's
+        subclass names itself here)."""
         text = f"exclude_by={self.by},cooldown_min={self.cooldown_min:g},cooldown_max={self.cooldown_max:g}"
         return text + (f",max_strikes={self.max_strikes}" if self.max_strikes else "")
 
@@ -526,3 +531,36 @@ class Exclusion:
 
     def permanent(self, strikes: int) -> bool:
         return self.max_strikes is not None and strikes >= self.max_strikes
+
+
+# -- the restart budget --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestartBudget:
+    """How many re-rendezvous failures may cause in a run before it is closed.
+
+    The built-in rule: more than ``max_restarts`` (None: no limit). A plugin returns a
+    subclass from ``rdzv_restart_budget`` to decide otherwise (overriding :meth:`exhausted`
+    and :meth:`describe`); every node of a run must describe it the same way.
+    """
+
+    max_restarts: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_restarts is not None and self.max_restarts < 0:
+            raise ValueError(f"max_restarts must be 0 or more, got {self.max_restarts}.")
+
+    def exhausted(self, count: int, cause: str) -> str | None:
+        """None while the run may go on after its ``count``-th failure-caused
+        re-rendezvous (the latest caused by ``cause``); else why it is closed."""
+        if self.max_restarts is None or count <= self.max_restarts:
+            return None
+        return (
+            f"failures caused {count} re-rendezvous, more than max_restarts="
+            f"{self.max_restarts} (the last: {cause})"
+        )
+
+    def describe(self) -> str:
+        """The rule as text ("" for the built-in: ``max_restarts`` is in the policy line)."""
+        return ""
