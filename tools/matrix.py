@@ -5,8 +5,9 @@ distribution must claim the same ones, and its ``requires-python`` must start at
 ``make unit`` runs every distribution's tests on the default interpreter; this runs
 on each other claimed version, in its own virtualenv (``.venv-3.X``, made on first use), the
 conformance suites of rdzv-core (MemoryStore), tcp and file, the CLI's error paths, and the
-rest of rdzv-core's tests but the two slowest (the handler's timing scenarios and the
-README's store type, a twin of the 0.1.0 compatibility test, which runs everywhere).
+rest of rdzv-core's tests but the slowest (the handler's and the policies' timing
+scenarios, and the README's store type, a twin of the 0.1.0 compatibility test, which runs
+everywhere) and the browser test (selenium is in the default interpreter's venv only).
 
 A claimed version with no interpreter on this machine is a failure, not a skip: the
 interpreter is looked for as ``python3.X`` on PATH and in pyenv's versions folder.
@@ -37,6 +38,10 @@ MATRIX_TESTS = [
     "tests",
     "--ignore=tests/test_handler.py",
     "--ignore=tests/test_readme_store_type.py",
+    # the rendezvous policy scenarios: timing-heavy, like the handler's, on the same code
+    "--ignore=tests/test_policy.py",
+    "--ignore=tests/test_spares.py",
+    "--ignore=tests/test_rank_orders.py",
     # the browser test needs selenium, which only the default interpreter's venv has
     "--deselect=tests/test_dashboard.py::test_the_page_in_chromium_shows_ranks_escapes_nodes_and_marks_a_lost_one",
     "plugins/tcp/tests/test_tcp_conformance.py",

@@ -31,7 +31,7 @@ __all__ = ["RankOrderSuite"]
 
 _FAST = HandlerSettings(
     join_timeout=timedelta(seconds=30),
-    last_call_timeout=timedelta(seconds=5),
+    last_call_timeout=timedelta(seconds=2),
     keep_alive_interval=timedelta(seconds=0.5),
     keep_alive_max_attempt=4,
 )
