@@ -74,19 +74,18 @@ matrix: $(STAMP) servers
 dist-check: $(STAMP)
 	$(BIN)/python tools/check_dist.py
 
-# The engines' suites mostly wait on their servers (elections, failovers): they run in the
-# background from the start, beside the other suites and then the other Pythons' tests; each
-# output is printed whole at the end.
+# Two streams side by side: this Python's suites, and the engines' suites (which mostly
+# wait on their servers: elections, failovers) followed by the other Pythons' tests. Each
+# background output is printed whole at the end.
 test: lint typecheck servers
-	@mkdir -p $(LOGS); \
-	$(MAKE) --no-print-directory engines > $(LOGS)/engines.out 2>&1 & engines=$$!; \
+	@mkdir -p $(LOGS); rm -f $(LOGS)/*.rc; \
+	( $(MAKE) --no-print-directory engines > $(LOGS)/engines.out 2>&1; echo $$? > $(LOGS)/engines.rc; \
+	  $(MAKE) --no-print-directory matrix > $(LOGS)/matrix.out 2>&1; echo $$? > $(LOGS)/matrix.rc ) & \
+	others=$$!; \
 	$(MAKE) --no-print-directory unit-local; local=$$?; \
-	matrix=1; if [ $$local -eq 0 ]; then \
-		$(MAKE) --no-print-directory matrix > $(LOGS)/matrix.out 2>&1; matrix=$$?; \
-		cat $(LOGS)/matrix.out; fi; \
-	wait $$engines; engines=$$?; \
-	cat $(LOGS)/engines.out; \
-	test $$local -eq 0 && test $$engines -eq 0 && test $$matrix -eq 0
+	wait $$others; \
+	cat $(LOGS)/engines.out $(LOGS)/matrix.out; \
+	test $$local -eq 0 && test "$$(cat $(LOGS)/engines.rc)" -eq 0 && test "$$(cat $(LOGS)/matrix.rc)" -eq 0
 	$(MAKE) dist-check
 	$(MAKE) demo
 

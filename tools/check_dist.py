@@ -58,7 +58,8 @@ def main() -> None:
     venv = out / "venv"
     run(sys.executable, "-m", "venv", venv)
     deps = out / "deps"
-    run(venv / "bin/pip", "download", "--quiet", "--dest", deps, "pluggy>=1.3", "packaging>=22")
+    requirements = ["pluggy>=1.3", "packaging>=22", "prometheus-client>=0.17"]
+    run(venv / "bin/pip", "download", "--quiet", "--dest", deps, *requirements)
     links = [f"--find-links={d}" for d in [deps, *(out / p for p in PROJECTS)]]
     run(venv / "bin/pip", "install", "--quiet", "--no-index", *links, "rdzv-plugin-tcp")
     installed = run(venv / "bin/pip", "list", "--format=json")
