@@ -455,12 +455,9 @@ class RendezvousHandler:
         previous = round_ - 1
         if previous < 0 or self._member_round == previous:
             return
-        final = self._peek(_r(previous, "final"))
-        if final is None or final == _CLOSED or final.startswith(_FAILED.encode()):
-            return
-        world = self._peek(_r(previous, "world"))
+        world = self._peek(_r(previous, "world"))  # written only with a round's ranks
         if world is None:
-            return  # no node had a rank in it
+            return  # no node had a rank in it (failed, closed, or no active set)
         survivors = int(world) - self._counter(_r(previous, "lost_count"))
         if survivors > 0:
             wait = self._settings.last_call_timeout.total_seconds()
@@ -579,7 +576,8 @@ class RendezvousHandler:
         order = self._policy.ranks(self._candidates(nodes))
         world = len(order)
         ids = [nodes[slot].id for slot in order]
-        spares = [slot for slot in range(size) if slot not in set(order)] if world < size else []
+        active = set(order)
+        spares = [slot for slot in range(size) if slot not in active]
         if world < self._min:
             reason = (
                 f"the rank policy ({self._policy.describe()}) made {world} of its {size} nodes "
