@@ -179,6 +179,19 @@ def _capabilities_of(store: Any) -> frozenset[Capability]:
     return frozenset(found)
 
 
+def _applied(write: str) -> Callable[..., None]:
+    """A TCPStore ``write`` (set, append, multi_set, queue_push) that returns once the
+    server applied it: torch's client sends these without waiting for a reply, so another
+    connection could read before them; a round trip on the same connection orders them."""
+
+    def call(client: Any, key: str | list[str], *args: Any) -> None:
+        getattr(client, write)(key, *args)
+        if isinstance(client, dist.TCPStore):
+            client.check(key if isinstance(key, list) else [key])
+
+    return call
+
+
 def _pop_within(client: Any, key: str, block: bool, limit: timedelta) -> Any:
     """``client.queue_pop`` waiting ``limit`` (torch's pop waits the store's timeout)."""
     before = client.timeout
@@ -250,7 +263,7 @@ class TorchBackedStore(Store):
                     self._idle.append(client)
 
     def set(self, key: str, value: Value) -> None:
-        self._call("set", check_key(key), to_bytes(value))
+        self._call(_applied("set"), check_key(key), to_bytes(value))
 
     def get(self, key: str) -> bytes:
         self.wait([key])
@@ -299,12 +312,12 @@ class TorchBackedStore(Store):
     def multi_set(self, keys: Sequence[str], values: Sequence[Value]) -> None:
         names, raws = check_multi_set(keys, values)
         if names:
-            self._call("multi_set", names, raws)
+            self._call(_applied("multi_set"), names, raws)
 
     def append(self, key: str, value: Value) -> None:
         if Capability.APPEND not in self.capabilities:
             return super().append(key, value)
-        self._call("append", check_key(key), to_bytes(value))
+        self._call(_applied("append"), check_key(key), to_bytes(value))
 
     def list_keys(self) -> list[str]:
         if Capability.LIST_KEYS not in self.capabilities:
@@ -314,7 +327,7 @@ class TorchBackedStore(Store):
     def queue_push(self, key: str, value: Value) -> None:
         if Capability.QUEUES not in self.capabilities:
             return super().queue_push(key, value)
-        self._call("queue_push", check_key(key), to_bytes(value))
+        self._call(_applied("queue_push"), check_key(key), to_bytes(value))
 
     def queue_len(self, key: str) -> int:
         if Capability.QUEUES not in self.capabilities:

@@ -87,6 +87,27 @@ def test_torch_and_rdzv_backends_read_each_others_state(torch_server: dist.TCPSt
     assert stale is not None and not stale[2] and stale[0] == b"rdzv again"
 
 
+def test_from_torch_store_writes_are_applied_when_they_return(
+    torch_server: dist.TCPStore,
+) -> None:
+    """torch's client sends set, append, multi_set and queue_push without waiting for the
+    server; through from_torch_store another connection sees each one once it returns."""
+
+    def client() -> dist.TCPStore:
+        return dist.TCPStore("127.0.0.1", torch_server.port, is_master=False, use_libuv=True)
+
+    writer, reader = from_torch_store(client()), from_torch_store(client())
+    for i in range(300):
+        writer.set(f"s{i}", "v")
+        writer.multi_set([f"m{i}"], ["v"])
+        writer.append("word", "a")
+        reader.append("word", "b")
+        writer.queue_push("q", str(i))
+        assert reader.check([f"s{i}", f"m{i}"]), f"write {i} was not applied on return"
+        assert reader.queue_len("q") == i + 1
+    assert reader.get("word") == b"ab" * 300, "appends from two clients interleaved"
+
+
 def test_from_torch_store_maps_the_extended_api_by_store_kind(
     torch_server: dist.TCPStore, tmp_path: Path
 ) -> None:
