@@ -97,6 +97,30 @@ def test_with_a_token_every_request_must_carry_it(run: MemoryStore) -> None:
         page.close()
 
 
+class SlowStore(MemoryStore):
+    """A store whose non-blocking reads take 10 ms each, as a busy server's would."""
+
+    def compare_set(self, key: str, expected: Any, desired: Any) -> bytes:
+        time.sleep(0.01)
+        return super().compare_set(key, expected, desired)
+
+
+def test_a_slow_read_is_reused_twenty_times_as_long_as_it_took(run: MemoryStore) -> None:
+    slow = SlowStore(timeout=timedelta(seconds=10), _data=run._data)
+    page = Dashboard(slow)
+    try:
+        start = time.monotonic()
+        first = page.status("job")
+        took = time.monotonic() - start
+        assert took > 0.1, "the store was not slow"
+        time.sleep(0.6)  # past half a second, within 20 times the read
+        assert page.status("job") is first, "a slow snapshot was read again too soon"
+        time.sleep(max(0.0, start + 20 * took + 0.2 - time.monotonic()))
+        assert page.status("job") is not first, "the snapshot outlived 20 times its read"
+    finally:
+        page.close()
+
+
 def test_many_viewers_cost_the_store_one_read_each_half_second(run: MemoryStore) -> None:
     page = Dashboard(run.client())
     try:

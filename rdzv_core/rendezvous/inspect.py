@@ -19,23 +19,26 @@ def _peek(store: Store, key: str) -> bytes | None:
     return None if value == _ABSENT.encode() else value
 
 
-def read_members(store: Store, round_: int) -> tuple[list[dict[str, Any]], list[str]] | None:
+def read_members(
+    store: Store, round_: int, rounds: dict[int, Membership] | None = None
+) -> tuple[list[dict[str, Any]], list[str]] | None:
     """The members of a completed round (rank, node, heartbeats, attributes) and the ids
     reported lost in it, from the run's prefixed ``store``; None if the round did not
-    complete with ranks."""
+    complete with ranks. ``rounds`` as for :func:`read_run`."""
     r = f"r{round_}/"
-    final = _peek(store, r + "final")
-    world = _peek(store, r + "world")
-    if final is None or world is None or final == b"closed" or final.startswith(b"failed:"):
-        return None
-    size = int(final.split(b":")[0])
-    ids = store.multi_get([f"{r}member/{i}" for i in range(int(world))])
-    beats = store.multi_get([f"hb/{m.decode()}" for m in ids]) if ids else []
-    attrs = _attributes(store.multi_get([f"{r}slot/{i}" for i in range(1, size + 1)]))
+    if rounds is not None and round_ in rounds:
+        ids, attrs = rounds[round_]
+    else:
+        final = _peek(store, r + "final")
+        world = _peek(store, r + "world")
+        if final is None or world is None or final == b"closed" or final.startswith(b"failed:"):
+            return None
+        ids, attrs = _membership(store, round_, int(final.split(b":")[0]), int(world), rounds)
+    beats = store.multi_get([f"hb/{node}" for node in ids]) if ids else []
     members = [
-        {"rank": i, "node": m.decode(), "heartbeats": int(b or b"0"),
-         "attributes": attrs.get(m.decode(), {})}
-        for i, (m, b) in enumerate(zip(ids, beats))
+        {"rank": i, "node": node, "heartbeats": int(b or b"0"),
+         "attributes": attrs.get(node, {})}
+        for i, (node, b) in enumerate(zip(ids, beats))
     ]  # fmt: skip
     return members, _lost(store, r)
 
@@ -46,8 +49,30 @@ def _lost(store: Store, r: str) -> list[str]:
     return [v.decode() for v in store.multi_get(keys)] if keys else []
 
 
-def read_run(raw: Store, run_id: str) -> dict[str, Any]:
-    """The state of ``run_id``: round, closed, and the current round's membership."""
+#: A completed round's member ids by rank and each node's attributes.
+Membership = tuple[list[str], dict[str, dict[str, str]]]
+
+
+def _membership(
+    store: Store, round_: int, size: int, world: int, rounds: dict[int, Membership] | None
+) -> Membership:
+    """Round ``round_``'s membership, from ``rounds`` when it holds it (a completed round's
+    ranks and slot records never change), else read (and kept there)."""
+    if rounds is not None and round_ in rounds:
+        return rounds[round_]
+    r = f"r{round_}/"
+    ids = [m.decode() for m in store.multi_get([f"{r}member/{i}" for i in range(world)])]
+    attrs = _attributes(store.multi_get([f"{r}slot/{i}" for i in range(1, size + 1)]))
+    if rounds is not None:
+        rounds[round_] = (ids, attrs)
+    return ids, attrs
+
+
+def read_run(
+    raw: Store, run_id: str, rounds: dict[int, Membership] | None = None
+) -> dict[str, Any]:
+    """The state of ``run_id``: round, closed, and the current round's membership.
+    ``rounds``: completed rounds' memberships already read (a watcher's), filled in."""
     store = PrefixStore(f"rdzv.{run_id}", raw)
     try:
         round_raw = _peek(store, "round")
@@ -64,17 +89,16 @@ def read_run(raw: Store, run_id: str) -> dict[str, Any]:
         members: list[dict[str, Any]] = []
         spares: list[dict[str, Any]] = []
         if size and world:
-            ids = store.multi_get([f"{r}member/{i}" for i in range(world)])
-            beats = store.multi_get([f"hb/{m.decode()}" for m in ids])  # one request
-            attrs = _attributes(store.multi_get([f"{r}slot/{i}" for i in range(1, size + 1)]))
+            ids, attrs = _membership(store, round_, size, world, rounds)
+            beats = store.multi_get([f"hb/{node}" for node in ids])  # one request
             members = [
                 {
                     "rank": i,
-                    "node": m.decode(),
+                    "node": node,
                     "heartbeats": int(b or b"0"),
-                    "attributes": attrs.get(m.decode(), {}),
+                    "attributes": attrs.get(node, {}),
                 }
-                for i, (m, b) in enumerate(zip(ids, beats))
+                for i, (node, b) in enumerate(zip(ids, beats))
             ]
             left_out = json.loads(_peek(store, r + "spares") or b"[]")
             spares = [

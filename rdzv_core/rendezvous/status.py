@@ -10,13 +10,14 @@ run's liveness window is marked stale: the other nodes report it lost about then
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 from ..store import PrefixStore, Store
-from .inspect import _peek, read_members, read_run
+from .inspect import Membership, _peek, read_members, read_run
 
-__all__ = ["RunWatcher", "render", "summary"]
+__all__ = ["RunStatuses", "RunWatcher", "render", "summary"]
 
 #: How many rounds the history keeps.
 HISTORY = 20
@@ -32,12 +33,13 @@ class RunWatcher:
         self._run_id = run_id
         self._beats: dict[str, tuple[int, float]] = {}
         self._rounds: dict[int, dict[str, Any]] = {}  # finished rounds, read once
+        self._members: dict[int, Membership] = {}  # completed rounds' memberships, read once
 
     def snapshot(self) -> dict[str, Any]:
         """The status now (``read_run``'s fields, plus ``state``, each member's
         ``beat_age`` and ``stale``, and ``history``). Store failures raise
         RendezvousConnectionError."""
-        run = read_run(self._raw, self._run_id)
+        run = read_run(self._raw, self._run_id, self._members)
         if not run["exists"]:
             return run
         run["members_round"] = run["round"] if run["complete"] else None
@@ -49,6 +51,9 @@ class RunWatcher:
             age = self._age(member["node"], member["heartbeats"], now)
             member["beat_age"] = round(age, 1)
             member["stale"] = age >= liveness
+        if len(self._beats) > 2 * len(run["members"]) + 64:  # forget nodes long gone
+            shown = {member["node"] for member in run["members"]}
+            self._beats = {node: seen for node, seen in self._beats.items() if node in shown}
         run["state"] = _state(run)
         run["history"] = self._history(run["round"])
         return run
@@ -57,7 +62,7 @@ class RunWatcher:
         """While a round gathers, show the members of the last completed round (and who
         was lost in it): who was in the job, and who is missing."""
         for number in range(run["round"] - 1, max(-1, run["round"] - HISTORY - 1), -1):
-            found = read_members(self._run, number)
+            found = read_members(self._run, number, self._members)
             if found is not None:
                 run["members"], lost = found
                 run["lost"] = list(dict.fromkeys([*lost, *run["lost"]]))
@@ -87,8 +92,9 @@ class RunWatcher:
             if entry["outcome"] == "complete":
                 previous = members
             rounds.append(shown)
-        for old in [n for n in self._rounds if n < first - 1]:
-            del self._rounds[old]
+        for cache in (self._rounds, self._members):
+            for old in [n for n in cache if n < first - 1]:
+                del cache[old]
         return rounds
 
     def _read_round(self, number: int, finished: bool) -> dict[str, Any]:
@@ -108,8 +114,11 @@ class RunWatcher:
             outcome = "assigning" if not finished else "no active set"
         else:
             outcome = "complete"
-            keys = [f"{r}member/{i}" for i in range(int(world))]
-            members = [v.decode() for v in self._run.multi_get(keys)]
+            if number in self._members:
+                members = self._members[number][0]
+            else:
+                keys = [f"{r}member/{i}" for i in range(int(world))]
+                members = [v.decode() for v in self._run.multi_get(keys)]
         failure = _peek(self._run, r + "failure") if outcome == "failed" else None
         entry: dict[str, Any] = {
             "round": number,
@@ -124,6 +133,40 @@ class RunWatcher:
         if finished or outcome == "complete":
             self._rounds[number] = entry
         return entry
+
+
+class RunStatuses:
+    """Snapshots of the runs on ``store`` for many readers (a status page, metrics).
+
+    A snapshot is reused for ``min_age`` seconds (0.5), or for ``cost_factor`` (20) times as
+    long as reading it took when that is longer: many readers cost the store what one
+    does, and reading takes about 1/``cost_factor`` of the store's time at most, however
+    large the run or busy the store. Thread-safe.
+    """
+
+    def __init__(self, store: Store, min_age: float = 0.5, cost_factor: float = 20) -> None:
+        self._store = store
+        self._min_age = min_age
+        self._cost_factor = cost_factor
+        self._lock = threading.Lock()
+        self._watchers: dict[str, RunWatcher] = {}
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}  # run -> (expiry, status)
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        """``run_id``'s status (a :meth:`RunWatcher.snapshot`), perhaps reused."""
+        with self._lock:
+            cached = self._cache.get(run_id)
+            if cached is not None and time.monotonic() < cached[0]:
+                return cached[1]
+            watcher = self._watchers.get(run_id)
+            if watcher is None:
+                watcher = self._watchers[run_id] = RunWatcher(self._store, run_id)
+            start = time.monotonic()
+            snapshot = watcher.snapshot()
+            now = time.monotonic()
+            lifetime = max(self._min_age, self._cost_factor * (now - start))
+            self._cache[run_id] = (now + lifetime, snapshot)
+            return snapshot
 
 
 def _state(run: dict[str, Any]) -> str:

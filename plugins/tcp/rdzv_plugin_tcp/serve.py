@@ -178,7 +178,7 @@ def _serve_http(
         return []
     from datetime import timedelta
 
-    from rdzv_core.rendezvous.status import RunWatcher
+    from rdzv_core.rendezvous.status import RunStatuses
 
     from .client import TCPStore
     from .server import share_server
@@ -188,17 +188,12 @@ def _serve_http(
     reader = TCPStore("127.0.0.1", server.port, is_master=True, auth_token=token,
                       timeout=timedelta(seconds=10))  # fmt: skip
     closers: list[Callable[[], None]] = [reader.close]
+    statuses = RunStatuses(reader)  # the page and the metrics share their snapshots
     if args.metrics_port is not None:
         from .metrics import serve_metrics
 
-        watchers: dict[str, RunWatcher] = {}
-
         def runs() -> list[dict[str, Any]]:
-            found = []
-            for run_id in server.run_ids():
-                watcher = watchers.setdefault(run_id, RunWatcher(reader, run_id))
-                found.append(watcher.snapshot())
-            return found
+            return [statuses.get(run_id) for run_id in server.run_ids()]
 
         try:
             http = serve_metrics(server, runs, args.http_host, args.metrics_port)
@@ -216,7 +211,13 @@ def _serve_http(
         page_token = token.decode() if token else None
         try:
             page = Dashboard(
-                reader, [], args.http_host, args.dashboard_port, page_token, server.run_ids
+                reader,
+                [],
+                args.http_host,
+                args.dashboard_port,
+                page_token,
+                server.run_ids,
+                statuses,
             )
         except OSError:
             for close in reversed(closers):
