@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from .errors import PluginConflictError, PluginLoadError
 from .registry import PluginInfo, default_registry
 
 __all__ = ["build_parser", "main"]
@@ -22,7 +23,21 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps([p.to_dict() for p in report], indent=2))
     else:
         _print_plugins(report)
+        if not _print_rank_orders():
+            return 1
     return 0 if all(p.status == "ok" for p in report) else 1
+
+
+def _print_rank_orders() -> bool:
+    """The rank orders line (``rank_order=``); False when a rank order plugin is broken."""
+    try:
+        sources = default_registry().rank_order_sources()
+    except (PluginLoadError, PluginConflictError) as e:
+        print(f"\nrank orders: broken: {e}")
+        return False
+    listed = ", ".join(f"{name} ({where})" for name, where in sources.items())
+    print(f"\nrank orders (rank_order=...): {listed}")
+    return True
 
 
 def _print_plugins(report: list[PluginInfo]) -> None:

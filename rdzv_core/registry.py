@@ -513,6 +513,26 @@ class Registry:
                     found[order], owners[order] = factory, impl.plugin_name
             return found
 
+    def rank_order_sources(self) -> dict[str, str]:
+        """Every rank order by name (the built-ins first, then by name), with where it
+        comes from: ``"built in"``, the ``"<distribution> <version>"`` of its entry point,
+        or the name of the plugin registered in this process. Load failures raise as in
+        :meth:`rank_orders`."""
+        found = {name: "built in" for name in BUILTIN_ORDERS}
+        distributions = {
+            ep.name: _source(ep).label()
+            for ep in entry_points(group=RANK_ORDER_GROUP)
+            if _autoload() and _allowed(ep.name)
+        }
+        with self._lock:
+            for name in sorted(self.rank_orders()):
+                found[name] = distributions.get(name, "")
+            for impl in self._pm.hook.rdzv_rank_orders.get_hookimpls():
+                declared = impl.function()
+                for name in declared if isinstance(declared, Mapping) else ():
+                    found[name] = found[name] or impl.plugin_name
+        return found
+
     def _load_rank_order(self, ep: EntryPoint) -> None:
         source = _source(ep)
         where = f"rank order '{ep.name}' from {source.label()}"

@@ -17,6 +17,7 @@ from rdzv_core import (
     UnknownOptionWarning,
     hookimpl,
 )
+from rdzv_core.cli import main
 from rdzv_core.registry import default_registry
 from rdzv_core.rendezvous import create_handler
 from rdzv_core.rendezvous.policy import (
@@ -195,3 +196,35 @@ def test_an_entry_point_that_fails_to_import_is_a_load_error(install_dist: Insta
                  group="rdzv.rank_orders")  # fmt: skip
     with pytest.raises(PluginLoadError, match="rank order 'bad' from acme-bad 1.0 failed"):
         default_registry().rank_policy(params(rank_order="bad"))
+
+
+def test_rdzv_plugins_lists_the_rank_orders_and_where_each_comes_from(
+    reverse_installed: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Plugin:
+        @hookimpl
+        def rdzv_rank_orders(self) -> dict[str, object]:
+            return {"by-rack": lambda p: TopologyOrder("rack")}
+
+    plugin = Plugin()
+    rdzv_core.register(plugin, name="site-orders")
+    try:
+        assert main(["plugins"]) == 0
+    finally:
+        rdzv_core.unregister(plugin)
+    line = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert line == (
+        "rank orders (rank_order=...): sorted (built in), sticky (built in), "
+        "topology (built in), by-rack (site-orders), reverse (acme-orders 1.0)"
+    )
+
+
+def test_rdzv_plugins_exits_1_naming_a_broken_rank_order(
+    install_dist: InstallDist, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install_dist("acme-bad", "1.0", {"bad": "acme_bad"}, {"acme_bad": "raise ImportError('x')"},
+                 group="rdzv.rank_orders")  # fmt: skip
+    assert main(["plugins"]) == 1
+    assert "rank orders: broken: The plugin of rank order 'bad' from acme-bad 1.0 failed" in (
+        capsys.readouterr().out
+    )
