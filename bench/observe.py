@@ -5,8 +5,9 @@
    interleaved, median of ``--repeat``.
 2. tcp latency (get / add / compare_set / set, client in this process, server in its own)
    against ``rdzv serve`` with ``--metrics-port`` and ``--dashboard-port`` on (and both read
-   every second), and against a plain ``rdzv serve``; interleaved, quiet and with the cores
-   busy (2 CPU-bound processes per core).
+   every second), and against a plain ``rdzv serve``, with a second plain one as the control
+   (the noise floor); interleaved, quiet and with the cores busy (2 CPU-bound processes per
+   core).
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def reader(urls: list[str], stop: threading.Event) -> None:
 
 
 def latency(rounds: int, count: int) -> tuple[dict[tuple[str, str], float], ...]:
+    """Median latencies by (server, op): ``plain``, ``control`` (a second plain server:
+    how far two identical servers differ here, the noise floor) and ``watched``."""
     plain, plain_port, _ = serve()
+    control, control_port, _ = serve()
     watched, watched_port, urls = serve("--metrics-port", "0", "--dashboard-port", "0")
     stop = threading.Event()
     threading.Thread(
@@ -52,6 +56,7 @@ def latency(rounds: int, count: int) -> tuple[dict[tuple[str, str], float], ...]
     ).start()
     stores: dict[str, Any] = {
         "plain": ours_client(plain_port),
+        "control": ours_client(control_port),
         "watched": ours_client(watched_port),
     }
     try:
@@ -62,7 +67,7 @@ def latency(rounds: int, count: int) -> tuple[dict[tuple[str, str], float], ...]
         stop.set()
         for store in stores.values():
             store.close()
-        for proc in (plain, watched):
+        for proc in (plain, control, watched):
             proc.kill()
     return quiet, busy
 
@@ -95,14 +100,17 @@ def main() -> str:
             op,
             f"{quiet['plain', op]:.1f} / {quiet['watched', op]:.1f}",
             f"{quiet['watched', op] / quiet['plain', op]:.2f}",
+            f"{quiet['control', op] / quiet['plain', op]:.2f}",
             f"{busy['plain', op]:.1f} / {busy['watched', op]:.1f}",
             f"{busy['watched', op] / busy['plain', op]:.2f}",
+            f"{busy['control', op] / busy['plain', op]:.2f}",
         ]
         for op in OPS
     ]
     text += (
         "\n\n### tcp latency (µs, median): `rdzv serve` plain / with metrics and the status "
-        "page on and read every second\n\n" + table(["op", "quiet", "ratio", "busy", "ratio"], rows)
+        "page on and read every second; control: a second plain server against the first\n\n"
+        + table(["op", "quiet", "ratio", "control", "busy", "ratio", "control"], rows)
     )
     print(text)
     return text
