@@ -41,6 +41,32 @@ def join_all(nodes: list[RendezvousHandler]) -> None:
         t.join(30)
 
 
+def test_a_run_started_again_from_nothing_shows_its_new_members() -> None:
+    """A watcher keeps what completed rounds held; a run started again under the same id
+    (its keys gone) must not show the earlier run's members."""
+    base = MemoryStore(timeout=timedelta(seconds=10))
+    watcher = RunWatcher(base.client(), "job")
+    first = handlers(base, 2, 2, 2)
+    join_all(first)
+    before = {m["node"] for m in watcher.snapshot()["members"]}
+    for node in first:
+        node.close()
+    for key in base.list_keys():
+        base.delete_key(key)
+    time.sleep(0.01)  # the new round's completion time differs
+    again = handlers(base, 2, 2, 2)
+    try:
+        join_all(again)
+        snap = watcher.snapshot()
+        assert snap["round"] == 0 and snap["state"] == "complete"
+        now = {m["node"] for m in snap["members"]}
+        assert now and not now & before, "the earlier run's members are still shown"
+        assert snap["history"][0]["outcome"] == "complete"
+    finally:
+        for node in again:
+            node.close()
+
+
 def test_snapshots_follow_a_run_from_joining_to_closed() -> None:
     base = MemoryStore(timeout=timedelta(seconds=10))
     watcher = RunWatcher(base.client(), "job")

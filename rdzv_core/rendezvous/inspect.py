@@ -20,20 +20,18 @@ def _peek(store: Store, key: str) -> bytes | None:
 
 
 def read_members(
-    store: Store, round_: int, rounds: dict[int, Membership] | None = None
+    store: Store, round_: int, rounds: Memberships | None = None
 ) -> tuple[list[dict[str, Any]], list[str]] | None:
     """The members of a completed round (rank, node, heartbeats, attributes) and the ids
     reported lost in it, from the run's prefixed ``store``; None if the round did not
     complete with ranks. ``rounds`` as for :func:`read_run`."""
     r = f"r{round_}/"
-    if rounds is not None and round_ in rounds:
-        ids, attrs = rounds[round_]
-    else:
-        final = _peek(store, r + "final")
-        world = _peek(store, r + "world")
-        if final is None or world is None or final == b"closed" or final.startswith(b"failed:"):
-            return None
-        ids, attrs = _membership(store, round_, int(final.split(b":")[0]), int(world), rounds)
+    final = _peek(store, r + "final")
+    world = _peek(store, r + "world")
+    if final is None or world is None or final == b"closed" or final.startswith(b"failed:"):
+        return None
+    done = _peek(store, r + "completed_at")
+    ids, attrs = _membership(store, round_, done, int(final.split(b":")[0]), int(world), rounds)
     beats = store.multi_get([f"hb/{node}" for node in ids]) if ids else []
     members = [
         {"rank": i, "node": node, "heartbeats": int(b or b"0"),
@@ -51,26 +49,33 @@ def _lost(store: Store, r: str) -> list[str]:
 
 #: A completed round's member ids by rank and each node's attributes.
 Membership = tuple[list[str], dict[str, dict[str, str]]]
+#: Completed rounds' memberships already read, by (round, the round's ``completed_at``:
+#: a run started again from nothing under the same id does not match).
+Memberships = dict[tuple[int, bytes | None], Membership]
 
 
 def _membership(
-    store: Store, round_: int, size: int, world: int, rounds: dict[int, Membership] | None
+    store: Store,
+    round_: int,
+    completed_at: bytes | None,
+    size: int,
+    world: int,
+    rounds: Memberships | None,
 ) -> Membership:
     """Round ``round_``'s membership, from ``rounds`` when it holds it (a completed round's
     ranks and slot records never change), else read (and kept there)."""
-    if rounds is not None and round_ in rounds:
-        return rounds[round_]
+    key = (round_, completed_at)
+    if rounds is not None and key in rounds:
+        return rounds[key]
     r = f"r{round_}/"
     ids = [m.decode() for m in store.multi_get([f"{r}member/{i}" for i in range(world)])]
     attrs = _attributes(store.multi_get([f"{r}slot/{i}" for i in range(1, size + 1)]))
     if rounds is not None:
-        rounds[round_] = (ids, attrs)
+        rounds[key] = (ids, attrs)
     return ids, attrs
 
 
-def read_run(
-    raw: Store, run_id: str, rounds: dict[int, Membership] | None = None
-) -> dict[str, Any]:
+def read_run(raw: Store, run_id: str, rounds: Memberships | None = None) -> dict[str, Any]:
     """The state of ``run_id``: round, closed, and the current round's membership.
     ``rounds``: completed rounds' memberships already read (a watcher's), filled in."""
     store = PrefixStore(f"rdzv.{run_id}", raw)
@@ -88,8 +93,9 @@ def read_run(
         world = int(_peek(store, r + "world") or size or 0) if size else None
         members: list[dict[str, Any]] = []
         spares: list[dict[str, Any]] = []
+        completed_at = _peek(store, r + "completed_at")
         if size and world:
-            ids, attrs = _membership(store, round_, size, world, rounds)
+            ids, attrs = _membership(store, round_, completed_at, size, world, rounds)
             beats = store.multi_get([f"hb/{node}" for node in ids])  # one request
             members = [
                 {
@@ -120,7 +126,6 @@ def read_run(
         restarts = int(_peek(store, "restarts") or b"0")
         closed_reason = _peek(store, "closed_reason")
         started = _peek(store, r + "started")
-        completed_at = _peek(store, r + "completed_at")
     except (StoreError, OSError, TimeoutError) as e:
         raise RendezvousConnectionError(CONNECTION_FAILED) from e
     return {

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from ..store import PrefixStore, Store
-from .inspect import Membership, _peek, read_members, read_run
+from .inspect import Memberships, _peek, read_members, read_run
 
 __all__ = ["RunStatuses", "RunWatcher", "render", "summary"]
 
@@ -33,7 +33,7 @@ class RunWatcher:
         self._run_id = run_id
         self._beats: dict[str, tuple[int, float]] = {}
         self._rounds: dict[int, dict[str, Any]] = {}  # finished rounds, read once
-        self._members: dict[int, Membership] = {}  # completed rounds' memberships, read once
+        self._members: Memberships = {}  # completed rounds' memberships, read once
 
     def snapshot(self) -> dict[str, Any]:
         """The status now (``read_run``'s fields, plus ``state``, each member's
@@ -42,6 +42,8 @@ class RunWatcher:
         run = read_run(self._raw, self._run_id, self._members)
         if not run["exists"]:
             return run
+        if self._rounds and run["round"] < max(self._rounds):  # started again from nothing
+            self._rounds.clear()
         run["members_round"] = run["round"] if run["complete"] else None
         if not run["complete"] and not run["closed"]:
             self._previous_members(run)
@@ -92,9 +94,10 @@ class RunWatcher:
             if entry["outcome"] == "complete":
                 previous = members
             rounds.append(shown)
-        for cache in (self._rounds, self._members):
-            for old in [n for n in cache if n < first - 1]:
-                del cache[old]
+        for old in [n for n in self._rounds if n < first - 1]:
+            del self._rounds[old]
+        for key in [key for key in self._members if key[0] < first - 1]:
+            del self._members[key]
         return rounds
 
     def _read_round(self, number: int, finished: bool) -> dict[str, Any]:
@@ -114,8 +117,8 @@ class RunWatcher:
             outcome = "assigning" if not finished else "no active set"
         else:
             outcome = "complete"
-            if number in self._members:
-                members = self._members[number][0]
+            if (number, done) in self._members:
+                members = self._members[number, done][0]
             else:
                 keys = [f"{r}member/{i}" for i in range(int(world))]
                 members = [v.decode() for v in self._run.multi_get(keys)]
