@@ -80,19 +80,31 @@ def main() -> str:
     parser.add_argument("--count", type=int, default=2000)
     args, _ = parser.parse_known_args()
     times: dict[str, list[float]] = {"without the page": [], "page read every second": []}
+    cpu: dict[str, list[float]] = {name: [] for name in times}
     for attempt in range(args.repeat):
         for name in times:
-            seconds = run(args.nodes, 128, 0, 0.05, poll_page=name != "without the page")["seconds"]
-            times[name].append(seconds)
-            print(f"{name} run {attempt + 1}: {seconds:.2f} s", file=sys.stderr)
+            result = run(args.nodes, 128, 0, 0.05, poll_page=name != "without the page")
+            times[name].append(result["seconds"])
+            cpu[name].append(result["cpu"])
+            print(f"{name} run {attempt + 1}: {result['seconds']:.2f} s, "
+                  f"{result['cpu']:.1f} CPU s", file=sys.stderr)  # fmt: skip
     base = median(times["without the page"])
+    cpu_base = median(cpu["without the page"])
     rows = [
-        [name, f"{median(t):.2f}", " / ".join(f"{x:.2f}" for x in t), f"{median(t) / base:.2f}"]
+        [
+            name,
+            f"{median(t):.2f}",
+            " / ".join(f"{x:.2f}" for x in t),
+            f"{median(t) / base:.2f}",
+            f"{median(cpu[name]):.1f}",
+            f"{median(cpu[name]) / cpu_base:.2f}",
+        ]
         for name, t in times.items()
     ]
     text = (
         f"### A {args.nodes:,}-node rendezvous with the status page read every second, median "
-        f"of {args.repeat}\n\n" + table(["variant", "seconds", "each run", "ratio"], rows)
+        f"of {args.repeat}; CPU: the server's and the nodes' during the rendezvous\n\n"
+        + table(["variant", "seconds", "each run", "ratio", "CPU s", "CPU ratio"], rows)
     )
     quiet, busy = latency(args.rounds, args.count)
     rows = [

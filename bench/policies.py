@@ -60,21 +60,34 @@ def main() -> str:
         "segment=4, sticky, health hook": ((json.dumps(segments), "health-hook"), None),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     with busy_cores() if args.busy else contextlib.nullcontext():
         for attempt in range(args.repeat):
             for name, (extra, env) in variants.items():
-                seconds = run(args.nodes, 128, 0, 0.05, extra, env)["seconds"]
-                times[name].append(seconds)
-                print(f"{name} run {attempt + 1}: {seconds:.2f} s", file=sys.stderr)
+                result = run(args.nodes, 128, 0, 0.05, extra, env)
+                times[name].append(result["seconds"])
+                cpu[name].append(result["cpu"])
+                print(f"{name} run {attempt + 1}: {result['seconds']:.2f} s, "
+                      f"{result['cpu']:.1f} CPU s", file=sys.stderr)  # fmt: skip
     base = median(times["before policies (0.2 code)"])
+    cpu_base = median(cpu["before policies (0.2 code)"])
     rows = [
-        [name, f"{median(t):.2f}", " / ".join(f"{x:.2f}" for x in t), f"{median(t) / base:.2f}"]
+        [
+            name,
+            f"{median(t):.2f}",
+            " / ".join(f"{x:.2f}" for x in t),
+            f"{median(t) / base:.2f}",
+            f"{median(cpu[name]):.1f}",
+            f"{median(cpu[name]) / cpu_base:.2f}",
+        ]
         for name, t in times.items()
     ]
+    header = ["variant", "seconds", "each run", "ratio to 0.2", "CPU s", "CPU ratio"]
     text = (
         f"### Policies{' on busy cores' if args.busy else ''}: a {args.nodes:,}-node "
         "rendezvous (scale.py's layout), median of "
-        f"{args.repeat}\n\n" + table(["variant", "seconds", "each run", "ratio to 0.2"], rows)
+        f"{args.repeat}; CPU: the server's and the nodes' during the rendezvous\n\n"
+        + table(header, rows)
     )
     print(text)
     return text

@@ -3,7 +3,9 @@ the nodes as threads spread over several processes (each node its own handler an
 connection), as on a cluster; then the server's CPU while the job idles.
 
 Reports the time from the first join until every node returned from next_rendezvous, and
-the server's CPU share of one core over 10 idle seconds (heartbeats only).
+the server's CPU share of one core over 10 idle seconds (heartbeats only). ``run`` also
+returns the CPU seconds the server and every node process spent meanwhile (``cpu``): on
+these 2 busy cores the wall time follows it, with less noise.
 
 Spread the nodes thinly: one Python process with a thousand busy threads (a node is two: its
 own and its heartbeat's) serves its own requests at a tenth of the rate that the same
@@ -61,12 +63,17 @@ def node():
     with lock:
         done.append((time.time(), info.rank))
 go = threading.Event()  # one timer, not a thousand sleeping pollers
-threading.Timer(max(0.0, start_at - time.time()), go.set).start()
+cpu_at_start = []
+def start():
+    cpu_at_start.append(time.process_time())
+    go.set()
+threading.Timer(max(0.0, start_at - time.time()), start).start()
 threads = [threading.Thread(target=node) for _ in range(count)]
 for t in threads: t.start()
 for t in threads: t.join()
 print(json.dumps({"last": max(d[0] for d in done), "ranks": [d[1] for d in done],
-                  "created": max(handlers)}), flush=True)
+                  "created": max(handlers), "cpu": time.process_time() - cpu_at_start[0]}),
+      flush=True)
 time.sleep(hold)  # stay in the job (heartbeating) while the server's idle cost is measured
 """
 
@@ -130,6 +137,11 @@ def run(
         )
         for count in per
     ]
+    server_cpu: list[float] = []
+    sampler = threading.Timer(
+        max(0.0, start_at - time.time()), lambda: server_cpu.append(cpu_seconds(server.pid))
+    )
+    sampler.start()
     try:
         reports = []
         for proc in nodes:
@@ -138,6 +150,8 @@ def run(
         ranks = sorted(r for rep in reports for r in rep["ranks"])
         assert ranks == list(range(n)), "ranks are not 0..N-1 once each"
         elapsed = max(rep["last"] for rep in reports) - start_at
+        sampler.join()
+        cpu = sum(rep["cpu"] for rep in reports) + cpu_seconds(server.pid) - server_cpu[0]
         late = max(rep["created"] for rep in reports) - start_at
         if late > 0:
             print(
@@ -155,7 +169,7 @@ def run(
         for proc in nodes:
             proc.kill()
         server.kill()
-    return {"n": n, "seconds": elapsed, "idle_core_share": idle}
+    return {"n": n, "seconds": elapsed, "cpu": cpu, "idle_core_share": idle}
 
 
 def main() -> str:
