@@ -4,8 +4,8 @@ connection), as on a cluster; then the server's CPU while the job idles.
 
 Reports the time from the first join until every node returned from next_rendezvous, and
 the server's CPU share of one core over 10 idle seconds (heartbeats only). ``run`` also
-returns the CPU seconds the server and every node process spent meanwhile (``cpu``): on
-these 2 busy cores the wall time follows it, with less noise.
+returns the CPU seconds the server and every node process spent meanwhile (``cpu``), and
+the server's alone (``server_cpu``).
 
 Spread the nodes thinly: one Python process with a thousand busy threads (a node is two: its
 own and its heartbeat's) serves its own requests at a tenth of the rate that the same
@@ -151,7 +151,8 @@ def run(
         assert ranks == list(range(n)), "ranks are not 0..N-1 once each"
         elapsed = max(rep["last"] for rep in reports) - start_at
         sampler.join()
-        cpu = sum(rep["cpu"] for rep in reports) + cpu_seconds(server.pid) - server_cpu[0]
+        server_spent = cpu_seconds(server.pid) - server_cpu[0]
+        cpu = sum(rep["cpu"] for rep in reports) + server_spent
         late = max(rep["created"] for rep in reports) - start_at
         if late > 0:
             print(
@@ -169,7 +170,13 @@ def run(
         for proc in nodes:
             proc.kill()
         server.kill()
-    return {"n": n, "seconds": elapsed, "cpu": cpu, "idle_core_share": idle}
+    return {
+        "n": n,
+        "seconds": elapsed,
+        "cpu": cpu,
+        "server_cpu": server_spent,
+        "idle_core_share": idle,
+    }
 
 
 def main() -> str:
