@@ -13,7 +13,7 @@ the page, which passes it on); the page builds its DOM from text nodes only (nev
 made from data) under a Content-Security-Policy that forbids inline and foreign scripts,
 so a node that names itself ``<script>`` shows as text. A snapshot is reused for half a
 second, or 20 times as long as reading it took if that is longer: many viewers cost the
-store what one does, and reading never takes more than about 5 % of the time, however
+store what one does, and reading takes about 5 % of the store's time at most, however
 large the run or busy the store.
 """
 
