@@ -192,8 +192,7 @@ class _Link:
     :class:`SpinPolicy` decides.
     """
 
-    __slots__ = ("buf", "idle_since", "liveness", "max_frame", "poller", "send_limit", "sock",
-                 "where")  # fmt: skip
+    __slots__ = ("buf", "idle_since", "liveness", "max_frame", "poller", "sock", "where")
 
     def __init__(self, sock: socket.socket, where: str) -> None:
         self.sock = sock
@@ -202,7 +201,6 @@ class _Link:
         self.max_frame = 2**32 - 1
         self.idle_since = 0.0
         self.liveness = -1.0  # what SO_RCVTIMEO is set for (half of it)
-        self.send_limit = -1.0  # what SO_SNDTIMEO is set to
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
 
@@ -248,15 +246,23 @@ class _Link:
             self._send_rest(data[sent:], liveness)
 
     def _send_rest(self, data: bytes, liveness: float) -> None:
-        """What the non-blocking send left (or all of it, after an error) the ordinary way,
-        the kernel's send timeout bounding each stall."""
-        if liveness != self.send_limit:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(liveness))
-            self.send_limit = liveness
-        try:
-            self.sock.sendall(data)
-        except BlockingIOError:  # SO_SNDTIMEO passed with the data not all taken
-            raise _Silent(f"it took no data for {liveness:.1f} s") from None
+        """What the non-blocking send left, sent within ``liveness`` seconds in all: the
+        kernel's send timeout is set to the time left before each ``send``, so a server
+        that takes the data in trickles (frozen, its kernel opening the window a little at
+        a time) cannot stretch it."""
+        deadline = time.monotonic() + liveness
+        view = memoryview(data)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(left))
+            try:
+                view = view[self.sock.send(view) :]
+            except BlockingIOError:  # SO_SNDTIMEO passed with nothing taken
+                break
+        if view:
+            raise _Silent(f"it did not take the request within {liveness:.1f} s")
 
     def _spin(self) -> bool:
         """Busy-poll for the reply for up to :data:`SPIN_SECONDS`; whether it came."""
