@@ -98,3 +98,22 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def variant_rows(
+    times: dict[str, list[float]], cpu: dict[str, list[float]], base: str
+) -> list[list[str]]:
+    """Table rows of rendezvous variants: median seconds, each run, the ratio to ``base``,
+    median CPU seconds and the CPU ratio."""
+    wall, spent = median(times[base]), median(cpu[base])
+    return [
+        [
+            name,
+            f"{median(t):.2f}",
+            " / ".join(f"{x:.2f}" for x in t),
+            f"{median(t) / wall:.2f}",
+            f"{median(cpu[name]):.1f}",
+            f"{median(cpu[name]) / spent:.2f}",
+        ]
+        for name, t in times.items()
+    ]

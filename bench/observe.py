@@ -21,7 +21,7 @@ import threading
 import urllib.request
 from typing import Any
 
-from common import busy_cores, median, table
+from common import busy_cores, median, table, variant_rows
 from scale import run
 from tcp_latency import OPS, measure, ours_client
 
@@ -91,19 +91,9 @@ def main() -> str:
             print(f"{name} run {attempt + 1}: {result['seconds']:.2f} s, "
                   f"{result['cpu']:.1f} CPU s, server {result['server_cpu']:.2f}",
                   file=sys.stderr)  # fmt: skip
-    base = median(times["without the page"])
-    cpu_base = median(cpu["without the page"])
     rows = [
-        [
-            name,
-            f"{median(t):.2f}",
-            " / ".join(f"{x:.2f}" for x in t),
-            f"{median(t) / base:.2f}",
-            f"{median(cpu[name]):.1f}",
-            f"{median(cpu[name]) / cpu_base:.2f}",
-            f"{median(server_cpu[name]):.2f}",
-        ]
-        for name, t in times.items()
+        [*row, f"{median(server_cpu[row[0]]):.2f}"]
+        for row in variant_rows(times, cpu, "without the page")
     ]
     header = ["variant", "seconds", "each run", "ratio", "CPU s", "CPU ratio", "server CPU s"]
     text = (

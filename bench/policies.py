@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import busy_cores, median, table
+from common import busy_cores, table, variant_rows
 from scale import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,19 +69,7 @@ def main() -> str:
                 cpu[name].append(result["cpu"])
                 print(f"{name} run {attempt + 1}: {result['seconds']:.2f} s, "
                       f"{result['cpu']:.1f} CPU s", file=sys.stderr)  # fmt: skip
-    base = median(times["before policies (0.2 code)"])
-    cpu_base = median(cpu["before policies (0.2 code)"])
-    rows = [
-        [
-            name,
-            f"{median(t):.2f}",
-            " / ".join(f"{x:.2f}" for x in t),
-            f"{median(t) / base:.2f}",
-            f"{median(cpu[name]):.1f}",
-            f"{median(cpu[name]) / cpu_base:.2f}",
-        ]
-        for name, t in times.items()
-    ]
+    rows = variant_rows(times, cpu, "before policies (0.2 code)")
     header = ["variant", "seconds", "each run", "ratio to 0.2", "CPU s", "CPU ratio"]
     text = (
         f"### Policies{' on busy cores' if args.busy else ''}: a {args.nodes:,}-node "
