@@ -10,7 +10,7 @@ DISTS := $(PLUGINS) $(INTEGRATIONS)
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit unit-local engines beside timed matrix dist-check bench clean servers torch-version
+.PHONY: demo test lint typecheck unit unit-local engines matrix dist-check bench clean servers torch-version
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,19 +51,6 @@ LOGS := $(VENV)/logs
 
 unit: unit-local engines
 
-# What does not measure time (builds and installs distributions, the file store's suite,
-# the other Pythons' virtualenvs): `make test` runs it beside the rest, once the engines'
-# suites are done; `timed` is the rest of this Python's suites.
-UNTIMED := tests/test_readme_store_type.py tests/test_compat_010.py
-beside: $(STAMP) servers
-	$(BIN)/python -m pytest $(UNTIMED)
-	$(BIN)/python -m pytest plugins/file/tests
-	$(BIN)/python tools/matrix.py --prepare
-
-timed: $(STAMP) servers
-	$(BIN)/python -m pytest tests $(foreach t,$(UNTIMED),--ignore=$(t))
-	@for p in $(filter-out $(ENGINES) plugins/file/,$(DISTS)); do echo "== $$p"; $(BIN)/python -m pytest $$p/tests || exit 1; done
-
 unit-local: $(STAMP) servers
 	$(BIN)/python -m pytest tests
 	@for p in $(filter-out $(ENGINES),$(DISTS)); do echo "== $$p"; $(BIN)/python -m pytest $$p/tests || exit 1; done
@@ -88,17 +75,18 @@ dist-check: $(STAMP)
 	$(BIN)/python tools/check_dist.py
 
 # The engines' suites mostly wait on their servers (elections, failovers): they run in the
-# background from the start, then what measures no time (`beside`), next to this Python's
-# other suites (`timed`); the other Pythons' tests come after those (they share the cores
-# with nothing timing-sensitive). Each background output is printed whole at the end.
+# background from the start, beside this Python's suites; the other Pythons' tests come
+# after those (they share the cores with nothing timing-sensitive). Each background output
+# is printed whole at the end.
 test: lint typecheck servers
 	@mkdir -p $(LOGS); \
-	( $(MAKE) --no-print-directory engines && $(MAKE) --no-print-directory beside ) \
-		> $(LOGS)/engines.out 2>&1 & engines=$$!; \
-	$(MAKE) --no-print-directory timed; local=$$?; \
+	$(MAKE) --no-print-directory engines > $(LOGS)/engines.out 2>&1 & engines=$$!; \
+	$(MAKE) --no-print-directory unit-local; local=$$?; \
+	matrix=1; if [ $$local -eq 0 ]; then \
+		$(MAKE) --no-print-directory matrix > $(LOGS)/matrix.out 2>&1; matrix=$$?; \
+		cat $(LOGS)/matrix.out; fi; \
 	wait $$engines; engines=$$?; \
 	cat $(LOGS)/engines.out; \
-	matrix=1; if [ $$local -eq 0 ]; then $(MAKE) --no-print-directory matrix; matrix=$$?; fi; \
 	test $$local -eq 0 && test $$engines -eq 0 && test $$matrix -eq 0
 	$(MAKE) dist-check
 	$(MAKE) demo

@@ -12,7 +12,7 @@ everywhere) and the browser test (selenium is in the default interpreter's venv 
 A claimed version with no interpreter on this machine is a failure, not a skip: the
 interpreter is looked for as ``python3.X`` on PATH and in pyenv's versions folder.
 
-    python tools/matrix.py [--list | --prepare] [VERSION ...]
+    python tools/matrix.py [--list] [VERSION ...]
 """
 
 from __future__ import annotations
@@ -148,9 +148,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("versions", nargs="*", help="only these (default: every claimed one)")
     parser.add_argument("--list", action="store_true", help="print the claimed versions")
-    parser.add_argument(
-        "--prepare", action="store_true", help="only make the virtualenvs (no tests)"
-    )
     args = parser.parse_args()
     claimed = claimed_versions()
     if args.list:
@@ -173,8 +170,6 @@ def main() -> None:
     # at a time, since many of them measure time.
     with concurrent.futures.ThreadPoolExecutor(len(versions) or 1) as pool:
         venvs = dict(zip(versions, pool.map(lambda v: ensure_venv(v, interpreters[v]), versions)))
-    if args.prepare:
-        return
     results = []
     for version in versions:
         venv = venvs[version]
