@@ -187,6 +187,24 @@ def test_surplus_node_exits_gracefully_and_newcomer_is_refused(make: Make) -> No
     assert b.is_closed()
 
 
+def test_a_node_arriving_after_the_close_is_refused_before_it_waits(make: Make) -> None:
+    """The close marks the run's policy record, which every joining node reads: a node
+    arriving later is refused at once, before it waits as a spare for a full round (no
+    spare event, no standby count)."""
+    a, b = make(2, 2), make(2, 2)
+    in_threads(a.next_rendezvous, b.next_rendezvous)
+    a.set_closed()
+    recorder = EventRecorder()
+    rdzv_core.register(recorder)
+    try:
+        with pytest.raises(RendezvousClosedError, match="'run' is closed"):
+            make(2, 2).next_rendezvous()
+    finally:
+        rdzv_core.unregister(recorder)
+    assert EventKind.SPARE not in [e.kind for e in recorder.events], recorder.events
+    assert not make.base.check(["rdzv.run/r0/standby_count"])  # type: ignore[attr-defined]
+
+
 def test_close_wakes_a_node_waiting_for_quorum(make: Make) -> None:
     waiting, closer = make(2, 2), make(2, 2)
     results = []

@@ -498,3 +498,37 @@ def test_store_requests_per_node_per_round_do_not_grow_with_the_job(policy: Rank
         per_node[size] = counts[0] / size
     assert per_node[16] <= per_node[4] + 1, per_node
     assert per_node[16] < 50, per_node  # about 20 a round (waits included), and the close
+
+
+def _first_join_requests(size: int, health: HealthCheck | None) -> float:
+    """Requests per node while ``size`` nodes (default policy) complete their first round."""
+    settings = FAST.__class__(**{**FAST.__dict__, "keep_alive_interval": timedelta(seconds=30)})
+    counts = [0]
+    base = CountingStore(counts, timeout=timedelta(seconds=10))
+    handlers = []
+    for _ in range(size):
+        client = base.client()
+        handlers.append(RendezvousHandler(
+            "run", client, StoreBackend(client, "run"), size, size, "10.0.0.1", settings,
+            health=health,
+        ))  # fmt: skip
+    counts[0] = 0
+    try:
+        joiners = [Joiner(h) for h in handlers]
+        assert all(j.done(30) for j in joiners) and all(j.error is None for j in joiners)
+        return counts[0] / size
+    finally:
+        for handler in handlers:
+            handler.close()
+
+
+def test_admission_costs_a_joining_node_no_request_of_its_own() -> None:
+    """The policy record's read (agreement, exclusions, closed mark) stands in for the
+    closed check a join makes anyway; only a health check, which takes time, makes the
+    node ask again. A first join stays within 17 requests a node (heartbeat, two to
+    register, the record, round, final, slot number, slot, then wait and read the final
+    token, the rank and the master address, the read count), the assigner's included."""
+    plain = _first_join_requests(16, None)
+    checked = _first_join_requests(16, HealthCheck(check=lambda: None))
+    assert checked == plain + 1, (plain, checked)
+    assert plain <= 17, plain

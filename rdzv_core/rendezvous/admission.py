@@ -1,11 +1,13 @@
 """Admission: whether this node may take a slot in a round.
 
 The run's ``policy`` key holds one JSON record, ``{"options": ..., "exclusions": {...}}``:
-the policy options every node of the run must share, and the exclusion records (strikes,
-until when, why) keyed by subject (``<exclude_by>=<value>``). A node checks the options
-once, then before each round it is refused while its subject is excluded, and runs its
-health check; a failing check adds a strike (a compare-and-set loop, so strikes from
-several nodes at once all count) and refuses it.
+the policy options every node of the run must share, the exclusion records (strikes,
+until when, why) keyed by subject (``<exclude_by>=<value>``), and ``"closed": true`` once
+the run is closed. A node checks the options once, then before each round it is refused
+while its subject is excluded, and runs its health check; a failing check adds a strike (a
+compare-and-set loop, so strikes from several nodes at once all count) and refuses it. The
+closed mark lets that one read also answer "is the run closed?", so admission costs a
+joining node no round trip of its own.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class Admission:
         value = attributes.get(exclusion.by)
         self._subject = f"{exclusion.by}={value}" if value is not None else None
         self._checked = False
-        self._fresh: dict[str, Any] | None = None  # exclusions read with the policy check
+        self._fresh: dict[str, Any] | None = None  # the record read with the policy check
         #: True once this node was refused (by its health check or an exclusion).
         self.excluded = False
 
@@ -89,19 +91,39 @@ class Admission:
                 f"same policy options ({_AGREED})."
             )
         self._checked = True
-        self._fresh = record["exclusions"]
+        self._fresh = record
 
-    def admit(self) -> None:
-        """Refuse this node while its subject is excluded; then run its health check."""
-        exclusions, self._fresh = self._fresh, None
-        if exclusions is None:
-            exclusions = self._record()[1]["exclusions"]
-        record = exclusions.get(self._subject) if self._subject else None
+    def admit(self) -> bool:
+        """Refuse this node while its subject is excluded; then run its health check.
+
+        True when the record showed the run open and no health check ran since, so the
+        caller may take the run as open without asking the store again; False when it
+        must ask (a closed run's ``closed`` key is set before its record is marked)."""
+        run, self._fresh = self._fresh, None
+        if run is None:
+            run = self._record()[1]
+        record = run["exclusions"].get(self._subject) if self._subject else None
         if self._subject is not None and record is not None:
             left = record["until"] - time.time()
             if record["permanent"] or left > 0:
                 raise self._refused(self._subject, record, left)
         self.check_health()
+        return self.health is None and not run.get("closed")
+
+    def mark_closed(self, absent: str) -> None:
+        """Mark the run's record closed (when it has one; ``absent`` is the handler's
+        value for reading a key without creating it). A node joining later learns it from
+        its admission read; the round keys tell the others."""
+        raw = self._store.compare_set("policy", absent, absent)
+        while raw != absent.encode():
+            run = json.loads(raw)
+            if run.get("closed"):
+                return
+            new = json.dumps({**run, "closed": True})
+            now = self._store.compare_set("policy", raw, new)
+            if now == new.encode():
+                return
+            raw = now
 
     def check_health(self) -> None:
         """Run the health check (if any); on a failure strike this node out and raise

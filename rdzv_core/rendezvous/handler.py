@@ -354,8 +354,8 @@ class RendezvousHandler:
                 self._admission.check_policy()
                 self._start_heartbeat()
                 self._leave_round()
-                self._admission.admit()
-                return self._join(deadline)
+                known_open = self._admission.admit()
+                return self._join(deadline, known_open)
         except RendezvousError as e:
             if not isinstance(e, RendezvousGracefulExitError):
                 self._event(EventKind.FAILURE, e, step="next_rendezvous")
@@ -409,9 +409,13 @@ class RendezvousHandler:
                 self._store.add(pending, 1)
             self._open_next_round(member.round)
 
-    def _join(self, deadline: float) -> RendezvousInfo:
+    def _join(self, deadline: float, known_open: bool) -> RendezvousInfo:
+        """Take a slot in the open round and return the rank once it completes;
+        ``known_open``: admission just read the run open (the first check is skipped)."""
         while True:
-            self._raise_if_closed()
+            if not known_open:
+                self._raise_if_closed()
+            known_open = False
             round_ = self._current_round()
             final = self._peek(_r(round_, "final"))
             if final is not None:
@@ -884,6 +888,7 @@ class RendezvousHandler:
         """Close the run for every node: waiting nodes wake and raise, new ones are refused."""
         with self._guard():
             self._store.set("closed", "1")
+            self._admission.mark_closed(_ABSENT)
             round_ = self._current_round()
             self._store.compare_set(_r(round_, "quorum"), "", _CLOSED)
             self._store.compare_set(_r(round_, "final"), "", _CLOSED)
