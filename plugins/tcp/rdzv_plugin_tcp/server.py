@@ -693,20 +693,22 @@ class StoreServer:
         """Handle one request; a malformed one, or a bug, costs only its connection.
         False when the connection was closed."""
         try:
-            if conn.state == _READY:
-                stats = self.stats
-                if stats is None:
-                    with self._lock:
-                        reply = self._dispatch(conn, payload)
-                else:
-                    started = time.perf_counter()
-                    with self._lock:
-                        reply = self._dispatch(conn, payload)
-                    stats.request(payload[0], reply, time.perf_counter() - started)
+            stats = self.stats
+            if conn.state != _READY:
+                self._handshake(conn, payload)
+            elif stats is None:
+                with self._lock:
+                    reply = self._dispatch(conn, payload)
                 if reply is not None:
                     self._send(conn, reply)
-            else:
-                self._handshake(conn, payload)
+            else:  # counted once the reply is on its way: the client waits for no count
+                op, started = payload[0], time.perf_counter()
+                with self._lock:
+                    reply = self._dispatch(conn, payload)
+                elapsed = time.perf_counter() - started
+                if reply is not None:
+                    self._send(conn, reply)
+                stats.request(op, reply, elapsed)
         except ProtocolError as e:
             self._close(conn, f"malformed frame: {e}")
             return False

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rdzv_plugin_tcp import TCPStore
 from rdzv_plugin_tcp.protocol import FAILED, MAGIC, U32, VERSION
+from rdzv_plugin_tcp.server import StoreServer
+from rdzv_plugin_tcp.stats import ServerStats
 
 from rdzv_core import StoreError
 
@@ -195,3 +198,28 @@ def test_without_metrics_the_server_counts_nothing(port: int) -> None:
         assert server.stats is None
     finally:
         host.close()
+
+
+def test_a_request_is_counted_after_its_reply_is_sent() -> None:
+    """Counting never holds up a reply: the client has its answer while the server is
+    still counting the request (here the count waits until the client has it)."""
+    answered = threading.Event()
+
+    class CountsOnceAnswered(ServerStats):
+        def request(self, op: int, reply: list[bytes] | None, seconds: float) -> None:
+            answered.wait(10)
+            super().request(op, reply, seconds)
+
+    server = StoreServer("127.0.0.1", 0, stats=CountsOnceAnswered())
+    server.start()
+    store = TCPStore("127.0.0.1", server.port, timeout=timedelta(seconds=3))
+    try:
+        assert store.add("k", 5) == 5  # times out if the count came before the reply
+        answered.set()
+        assert store.add("k", 1) == 6
+        assert server.stats is not None
+        assert server.stats.requests["add", "ok"] == 2
+    finally:
+        answered.set()
+        store.close()
+        server.stop()
