@@ -127,7 +127,7 @@ def main() -> str:
     text = "" if args.latency_only else rendezvous(args.nodes, args.repeat) + "\n\n"
     quiet, quiet_cpu = latency(args.rounds, args.count)
     with busy_cores():
-        busy, busy_cpu = latency(args.rounds, args.count // 4)
+        busy, busy_cpu = latency(args.rounds, args.count)
     rows = [
         [
             op,
