@@ -530,5 +530,5 @@ def test_admission_costs_a_joining_node_no_request_of_its_own() -> None:
     token, the rank and the master address, the read count), the assigner's included."""
     plain = _first_join_requests(16, None)
     checked = _first_join_requests(16, HealthCheck(check=lambda: None))
-    assert checked == plain + 1, (plain, checked)
+    assert 0.5 < checked - plain < 1.5, (plain, checked)  # one closed check a node
     assert plain <= 17, plain
