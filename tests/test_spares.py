@@ -464,6 +464,32 @@ class CountingStore(MemoryStore):
         super().multi_set(keys, values)
 
 
+def _requests_per_node(
+    size: int, rounds: int, policy: RankPolicy | None, health: HealthCheck | None
+) -> float:
+    """Requests per node while ``size`` nodes (attribute ``nvl`` A, B, A, ...) complete
+    ``rounds`` rounds, each node joining again for the next."""
+    settings = FAST.__class__(**{**FAST.__dict__, "keep_alive_interval": timedelta(seconds=30)})
+    counts = [0]
+    base = CountingStore(counts, timeout=timedelta(seconds=10))
+    handlers = []
+    for i in range(size):
+        client = base.client()
+        handlers.append(RendezvousHandler(
+            "run", client, StoreBackend(client, "run"), size, size, "10.0.0.1", settings,
+            policy=policy, attributes={"nvl": "AB"[i % 2]}, health=health,
+        ))  # fmt: skip
+    counts[0] = 0
+    try:
+        for _ in range(rounds):
+            joiners = [Joiner(h) for h in handlers]
+            assert all(j.done(30) for j in joiners) and all(j.error is None for j in joiners)
+        return counts[0] / size
+    finally:
+        for handler in handlers:
+            handler.close()
+
+
 @pytest.mark.parametrize(
     "policy",
     [
@@ -475,51 +501,10 @@ class CountingStore(MemoryStore):
 def test_store_requests_per_node_per_round_do_not_grow_with_the_job(policy: RankPolicy) -> None:
     """Requests per node in a round (two rounds: the second after every node joins again)
     are the same for 4 and for 16 nodes: O(1) per node, the policies included."""
-    settings = FAST.__class__(**{**FAST.__dict__, "keep_alive_interval": timedelta(seconds=30)})
     health = HealthCheck(check=lambda: None) if policy.segments else None
-    per_node = {}
-    for size in (4, 16):
-        counts = [0]
-        base = CountingStore(counts, timeout=timedelta(seconds=10))
-        handlers = []
-        for i in range(size):
-            client = base.client()
-            handlers.append(RendezvousHandler(
-                "run", client, StoreBackend(client, "run"), size, size, "10.0.0.1", settings,
-                policy=policy, attributes={"nvl": "AB"[i % 2]}, health=health,
-            ))  # fmt: skip
-        try:
-            for _ in range(2):
-                joiners = [Joiner(h) for h in handlers]
-                assert all(j.done(30) for j in joiners) and all(j.error is None for j in joiners)
-        finally:
-            for handler in handlers:
-                handler.close()
-        per_node[size] = counts[0] / size
+    per_node = {size: _requests_per_node(size, 2, policy, health) for size in (4, 16)}
     assert per_node[16] <= per_node[4] + 1, per_node
-    assert per_node[16] < 50, per_node  # about 20 a round (waits included), and the close
-
-
-def _first_join_requests(size: int, health: HealthCheck | None) -> float:
-    """Requests per node while ``size`` nodes (default policy) complete their first round."""
-    settings = FAST.__class__(**{**FAST.__dict__, "keep_alive_interval": timedelta(seconds=30)})
-    counts = [0]
-    base = CountingStore(counts, timeout=timedelta(seconds=10))
-    handlers = []
-    for _ in range(size):
-        client = base.client()
-        handlers.append(RendezvousHandler(
-            "run", client, StoreBackend(client, "run"), size, size, "10.0.0.1", settings,
-            health=health,
-        ))  # fmt: skip
-    counts[0] = 0
-    try:
-        joiners = [Joiner(h) for h in handlers]
-        assert all(j.done(30) for j in joiners) and all(j.error is None for j in joiners)
-        return counts[0] / size
-    finally:
-        for handler in handlers:
-            handler.close()
+    assert per_node[16] < 50, per_node  # about 20 a round, waits included
 
 
 def test_admission_costs_a_joining_node_no_request_of_its_own() -> None:
@@ -528,7 +513,7 @@ def test_admission_costs_a_joining_node_no_request_of_its_own() -> None:
     node ask again. A first join stays within 17 requests a node (heartbeat, two to
     register, the record, round, final, slot number, slot, then wait and read the final
     token, the rank and the master address, the read count), the assigner's included."""
-    plain = _first_join_requests(16, None)
-    checked = _first_join_requests(16, HealthCheck(check=lambda: None))
+    plain = _requests_per_node(16, 1, None, None)
+    checked = _requests_per_node(16, 1, None, HealthCheck(check=lambda: None))
     assert 0.5 < checked - plain < 1.5, (plain, checked)  # one closed check a node
     assert plain <= 17, plain
