@@ -103,6 +103,10 @@ def test_the_metrics_match_a_scripted_workload(served: Served) -> None:
     first.add("counter", 2)
     first.compare_set("k0", "v" * 10, "w")
     samples = scrape(served.urls["metrics"])
+    deadline = time.monotonic() + 5  # a request is counted just after its reply is sent
+    while value(samples, "rdzv_request_duration_seconds_count") < 11:
+        assert time.monotonic() < deadline, "the last request was never counted"
+        samples = scrape(served.urls["metrics"])
     first.close()
     second.close()
     assert value(samples, "rdzv_connections") == 2
