@@ -49,16 +49,22 @@ servers:
 ENGINES := plugins/etcd/ plugins/redis/
 LOGS := $(VENV)/logs
 
+# Each suite runs on several pytest-xdist workers: most tests wait on child processes,
+# servers and timeouts rather than compute, so 4 workers keep the 2 cores busy.
+WORKERS ?= 4
+PYTEST := $(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
+
 unit: unit-local engines
 
 unit-local: $(STAMP) servers
-	$(BIN)/python -m pytest tests
-	@for p in $(filter-out $(ENGINES),$(DISTS)); do echo "== $$p"; $(BIN)/python -m pytest $$p/tests || exit 1; done
+	$(PYTEST) tests
+	@for p in $(filter-out $(ENGINES),$(DISTS)); do echo "== $$p"; $(PYTEST) $$p/tests || exit 1; done
 
 engines: $(STAMP) servers
 	@mkdir -p $(LOGS); pids=""; \
 	for p in $(ENGINES); do name=$$(basename $$p); \
-		$(BIN)/python -m pytest $$p/tests > $(LOGS)/$$name.log 2>&1 & pids="$$pids $$!"; done; \
+		$(BIN)/python -m pytest -n 2 --dist worksteal $$p/tests > $(LOGS)/$$name.log 2>&1 & \
+		pids="$$pids $$!"; done; \
 	status=0; for pid in $$pids; do wait $$pid || status=1; done; \
 	for p in $(ENGINES); do echo "== $$p"; cat $(LOGS)/$$(basename $$p).log; done; \
 	exit $$status
@@ -68,7 +74,7 @@ engines: $(STAMP) servers
 # the CLI's error paths and most of rdzv-core's tests (tools/matrix.py says which). A claimed
 # version with no interpreter here fails.
 matrix: $(STAMP) servers
-	$(BIN)/python tools/matrix.py
+	$(BIN)/python tools/matrix.py --workers $(WORKERS)
 
 # Every wheel and sdist as a package index would get it; rdzv-plugin-tcp alone in a fresh venv.
 dist-check: $(STAMP)

@@ -53,7 +53,13 @@ MATRIX_TESTS = [
 ]
 #: The same, by distribution name (the public-API check reads it).
 MATRIX_DISTRIBUTIONS = ["rdzv-core", "rdzv-plugin-tcp", "rdzv-plugin-file"]
-TEST_TOOLS = ["pytest>=8", "pytest-timeout>=2.2", "hypothesis>=6.100", "hatchling>=1.18"]
+TEST_TOOLS = [
+    "pytest>=8",
+    "pytest-timeout>=2.2",
+    "pytest-xdist>=3.5",
+    "hypothesis>=6.100",
+    "hatchling>=1.18",
+]
 
 _CLASSIFIER = re.compile(r'"Programming Language :: Python :: (3\.\d+)"')
 _REQUIRES = re.compile(r'^requires-python\s*=\s*">=(3\.\d+)"', re.M)
@@ -148,6 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("versions", nargs="*", help="only these (default: every claimed one)")
     parser.add_argument("--list", action="store_true", help="print the claimed versions")
+    parser.add_argument("--workers", type=int, default=1, help="pytest-xdist workers per version")
     args = parser.parse_args()
     claimed = claimed_versions()
     if args.list:
@@ -167,7 +174,7 @@ def main() -> None:
             "python3.X on PATH and in pyenv's versions): install it, or stop claiming it"
         )
     # The virtualenvs are made side by side (downloads and disk); the tests run one version
-    # at a time, since many of them measure time.
+    # at a time (on --workers workers), since many of them measure time.
     with concurrent.futures.ThreadPoolExecutor(len(versions) or 1) as pool:
         venvs = dict(zip(versions, pool.map(lambda v: ensure_venv(v, interpreters[v]), versions)))
     results = []
@@ -183,6 +190,7 @@ def main() -> None:
                 "-q",
                 "-p",
                 "no:cacheprovider",
+                *(["-n", str(args.workers), "--dist", "worksteal"] if args.workers > 1 else []),
                 *MATRIX_TESTS,
             ],
             cwd=ROOT,

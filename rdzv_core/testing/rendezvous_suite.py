@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -27,12 +27,16 @@ from ..backend import StoreBackend
 from ..params import RendezvousParameters
 from ..registry import create_store
 from ..rendezvous.handler import RendezvousHandler
+from ..rendezvous.inspect import read_run
 from ..store import Store
 from ._support import SuiteBase
 
 __all__ = ["RendezvousScenarios"]
 
 WAIT = 60.0
+# For tests that need every node in round 0: process start-up on a busy machine can spread
+# past the demo's 1 s last call, and a round of max_nodes completes without waiting for it.
+EVERY_NODE = "last_call_timeout=30"
 
 
 class _Node:
@@ -114,6 +118,19 @@ class _Cluster:
         self.nodes += new
         return new
 
+    def wait_run(self, what: str, ready: Callable[[dict[str, Any]], bool]) -> None:
+        """Until the run's state, as ``rdzv state`` reads it from the store, is ``ready``:
+        a node process can take seconds to start on a busy machine."""
+        deadline = time.monotonic() + WAIT
+        while not ready(read_run(self.store, self.run_id)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not {what} within {WAIT} s")
+            time.sleep(0.05)
+
+    def wait_joined(self, count: int) -> None:
+        """Until ``count`` nodes hold a slot in the run's current round."""
+        self.wait_run(f"{count} nodes joined", lambda run: run.get("joined", 0) >= count)
+
     def handler(self) -> RendezvousHandler:
         """An observer handler in the test process (it never joins)."""
         return RendezvousHandler(
@@ -151,7 +168,7 @@ class RendezvousScenarios(SuiteBase):
 
     def test_nodes_join_and_get_deterministic_ranks(self, cluster: Any) -> None:
         c = cluster(2, 4)
-        rounds = _rounds(c.start(4))
+        rounds = _rounds(c.start(4, EVERY_NODE))
         assert sorted(r["rank"] for r in rounds) == [0, 1, 2, 3], (
             "four nodes must get ranks 0..3, once each"
         )
@@ -162,7 +179,7 @@ class RendezvousScenarios(SuiteBase):
 
     def test_killed_node_is_reported_and_survivors_re_rendezvous(self, cluster: Any) -> None:
         c = cluster(2, 4)
-        nodes = c.start(4)
+        nodes = c.start(4, "last_call_timeout=3")  # round 1 has 3: it waits the last call out
         rounds = _rounds(nodes)
         victim = nodes[[r["rank"] for r in rounds].index(2)]
         survivors = [n for n in nodes if n is not victim]
@@ -203,7 +220,8 @@ class RendezvousScenarios(SuiteBase):
         rounds = _rounds(c.start(2))
         assert {r["world"] for r in rounds} == {2}, "the first round must have max_nodes (2) nodes"
         (surplus,) = c.start(1)
-        time.sleep(1.0)
+        c.wait_run("the surplus node standing by", lambda run: bool(run.get("spares")))
+        time.sleep(1.0)  # time it would take to force a restart, were it to
         observer = c.handler()
         assert observer.num_nodes_waiting() == 0, "a surplus node must not force a restart"
         observer.set_closed()

@@ -182,7 +182,8 @@ def test_a_frozen_store_host_fails_nodes_in_last_call_within_the_read_timeout(
     try:
         # Two of min 2, max 4: in last call (30 s), blocked in the store.
         nodes = cluster.start(2, "read_timeout=3,last_call_timeout=30")
-        time.sleep(1.5)
+        cluster.wait_joined(2)
+        time.sleep(0.3)  # from their slots to the blocking read
         freeze(served.proc.pid)
         start = time.monotonic()
         for node in nodes:

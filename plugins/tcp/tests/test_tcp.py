@@ -588,7 +588,8 @@ def test_store_host_dying_gives_every_node_a_clear_error(served: Served) -> None
     cluster = _Cluster("tcp", f"127.0.0.1:{served.port}", 3, 3, host=False)
     try:
         waiting = cluster.start(2, "read_timeout=5")  # one short of min: blocked in the store
-        time.sleep(1.0)
+        cluster.wait_joined(2)
+        time.sleep(0.3)  # from their slots to the blocking read
         start = time.monotonic()
         served.proc.kill()
         for node in waiting:
