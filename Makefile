@@ -44,8 +44,8 @@ servers:
 	if [ -n "$$missing" ]; then apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
-# etcd's and redis's tests mostly wait on their servers (elections, failovers): they run
-# side by side, after the others, each with its output kept whole.
+# etcd's and redis's suites run side by side, on 2 workers each, each with its output kept
+# whole.
 ENGINES := plugins/etcd/ plugins/redis/
 LOGS := $(VENV)/logs
 
@@ -80,20 +80,14 @@ matrix: $(STAMP) servers
 dist-check: $(STAMP)
 	$(BIN)/python tools/check_dist.py
 
-# The engines' suites mostly wait on their servers (elections, failovers): they run in the
-# background from the start, beside this Python's suites; the other Pythons' tests come
-# after those (they share the cores with nothing timing-sensitive). Each background output
-# is printed whole at the end.
+# One suite after another, each on its workers, so that no suite's timing meets another's
+# load; a failing stage does not stop the later ones, and any failure fails the target.
 test: lint typecheck servers
-	@mkdir -p $(LOGS); \
-	$(MAKE) --no-print-directory engines > $(LOGS)/engines.out 2>&1 & engines=$$!; \
-	$(MAKE) --no-print-directory unit-local; local=$$?; \
-	matrix=1; if [ $$local -eq 0 ]; then \
-		$(MAKE) --no-print-directory matrix > $(LOGS)/matrix.out 2>&1; matrix=$$?; \
-		cat $(LOGS)/matrix.out; fi; \
-	wait $$engines; engines=$$?; \
-	cat $(LOGS)/engines.out; \
-	test $$local -eq 0 && test $$engines -eq 0 && test $$matrix -eq 0
+	@status=0; \
+	$(MAKE) --no-print-directory unit-local || status=1; \
+	$(MAKE) --no-print-directory engines || status=1; \
+	$(MAKE) --no-print-directory matrix || status=1; \
+	exit $$status
 	$(MAKE) dist-check
 	$(MAKE) demo
 

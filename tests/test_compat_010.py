@@ -36,10 +36,10 @@ def test_a_plugin_written_for_0_1_0_passes_the_suite_on_this_core(tmp_path: Path
         run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
             "--no-build-isolation", "--wheel-dir", wheels, project)  # fmt: skip
     venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv)
+    run(sys.executable, "-m", "venv", "--without-pip", venv)  # this pip installs into it
     python = venv / "bin" / "python"
-    run(python, "-m", "pip", "install", "--quiet", *sorted(wheels.glob("*.whl")),
-        "pytest>=8", "pytest-timeout>=2.2")  # fmt: skip
+    run(sys.executable, "-m", "pip", "--python", python, "install", "--quiet",
+        *sorted(wheels.glob("*.whl")), "pytest>=8", "pytest-timeout>=2.2")  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RDZV_", "PYTHON"))}
 
     listed = json.loads(run(venv / "bin" / "rdzv", "plugins", "--json", env=env))

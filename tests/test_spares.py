@@ -322,7 +322,8 @@ from rdzv_core.rendezvous.demo import DEMO_CONFIG
 from rdzv_core.rendezvous.settings import parse_config
 
 endpoint, last = sys.argv[1], int(sys.argv[2])
-config = {**parse_config(DEMO_CONFIG), "is_host": "false"}
+# a long last call: round 0 has its 3 members however slowly the processes start
+config = {**parse_config(DEMO_CONFIG), "is_host": "false", "last_call_timeout": "30"}
 handler = create_handler(RendezvousParameters("c10d", endpoint, "surplus", 2, 3,
                                               store_type="file", **config))
 try:
