@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .test_deprecation import MOVED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +32,7 @@ def run(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None =
     return result.stdout
 
 
+@pytest.mark.timeout(600)  # builds, installs and runs a whole suite: minutes on busy cores
 def test_a_plugin_written_for_0_1_0_passes_the_suite_on_this_core(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     for project in (ROOT, PLUGIN):

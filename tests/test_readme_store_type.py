@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -35,6 +37,7 @@ def test_the_section_names_four_files() -> None:
     ]
 
 
+@pytest.mark.timeout(600)  # builds, installs and runs a whole suite: minutes on busy cores
 def test_the_readme_store_type_builds_installs_and_passes_the_suite(tmp_path: Path) -> None:
     project = tmp_path / "project"
     for name, body in section_files().items():

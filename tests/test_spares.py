@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rdzv_plugin_file import FileStore
 
 from rdzv_core import (
     EventKind,
@@ -292,7 +293,12 @@ def test_sticky_ranks_and_a_spare_with_node_processes(tmp_path: Path) -> None:
         assert sorted(e["rank"] for e in first.values()) == [0, 1, 2, 3], first
         spare = subprocess.Popen(node_command(endpoint, "sticky", 4, 4, config),
                                  stdout=subprocess.PIPE, text=True, env=clean_env())  # fmt: skip
-        time.sleep(1.5)  # the spare is waiting
+        store = FileStore(endpoint, timeout=timedelta(seconds=10))
+        deadline = time.monotonic() + 60  # a node process can start slowly on busy cores
+        while not read_run(store, "sticky")["spares"]:
+            assert time.monotonic() < deadline, "the spare did not stand by within 60 s"
+            time.sleep(0.05)
+        store.close()
         victim = next(p for p, e in first.items() if e["rank"] == 2)
         victim.kill()
         killed = time.monotonic()

@@ -151,13 +151,33 @@ def _has_xfail_reason(test: Any) -> bool:
     return False
 
 
+def process_context(*uses: object) -> multiprocessing.context.ForkServerContext:
+    """How the suites start processes: forked from multiprocessing's fork server, which
+    imports what ``uses`` (factories, functions) are defined in once, so a process costs a
+    fork instead of an interpreter start and those imports (seconds of CPU for a store built
+    on torch). The server runs no threads unless an import starts one, so no store's
+    threads are forked; every process starts from the same clean state, as a spawned one
+    would. The modules are those of the first call in a test session (the server lives as
+    long as the session); later processes import what else they need."""
+    ctx = multiprocessing.get_context("forkserver")
+    modules = {__name__}
+    for use in uses:
+        target = getattr(use, "func", use)  # a functools.partial's function
+        module = getattr(target, "__module__", None) or type(target).__module__
+        if module and module != "__main__":
+            modules.add(module)
+    ctx.set_forkserver_preload(sorted(modules))
+    return ctx
+
+
 def run_in_processes(
     factory: StoreFactory, work: Callable[[Store, int], Any], count: int
 ) -> list[Any]:
-    """``work(a new client, index)`` in ``count`` freshly spawned processes (never forked:
-    forking a process that runs threads is unsafe for stores built on C libraries); their
-    results, in order. ``factory`` and ``work`` must be picklable."""
-    ctx = multiprocessing.get_context("spawn")
+    """``work(a new client, index)`` in ``count`` new processes (from
+    :func:`process_context`, never forked from the test process: forking a process that
+    runs threads is unsafe for stores built on C libraries); their results, in order.
+    ``factory`` and ``work`` must be picklable."""
+    ctx = process_context(factory, work)
     with ctx.Pool(count) as pool:
         pending = [pool.apply_async(_open_and_run, (factory, work, i)) for i in range(count)]
         return [result.get(timeout=120) for result in pending]

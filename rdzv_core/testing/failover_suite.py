@@ -39,7 +39,7 @@ import pytest
 from ..errors import StoreError, StoreTimeoutError
 from ..rendezvous.demo import DEMO_CONFIG
 from ..store import Store
-from ._support import StoreFactory, SuiteBase
+from ._support import StoreFactory, SuiteBase, process_context
 
 __all__ = ["FailoverScenarios"]
 
@@ -144,9 +144,12 @@ class FailoverScenarios(SuiteBase):
         return ""
 
     @pytest.fixture
-    def processes(self) -> Iterator[Callable[..., multiprocessing.process.BaseProcess]]:
-        """Start spawned processes; each is killed at the end of the test if still alive."""
-        ctx = multiprocessing.get_context("spawn")
+    def processes(
+        self, process_store_factory: StoreFactory
+    ) -> Iterator[Callable[..., multiprocessing.process.BaseProcess]]:
+        """Start processes (see ``process_context``); each is killed at the end of the test
+        if still alive."""
+        ctx = process_context(process_store_factory, _add_until_stopped)
         started: list[multiprocessing.process.BaseProcess] = []
 
         def start(target: Callable[..., None], *args: Any) -> multiprocessing.process.BaseProcess:
@@ -169,7 +172,7 @@ class FailoverScenarios(SuiteBase):
         processes: Callable[..., Any],
         tmp_path: Path,
     ) -> None:
-        results = multiprocessing.get_context("spawn").Queue()
+        results = process_context().Queue()
         stop = str(tmp_path / "stop")
         for _ in range(ADDERS):
             processes(_add_until_stopped, process_store_factory, stop, results)
@@ -201,7 +204,7 @@ class FailoverScenarios(SuiteBase):
         processes: Callable[..., Any],
         tmp_path: Path,
     ) -> None:
-        results = multiprocessing.get_context("spawn").Queue()
+        results = process_context().Queue()
         stop = str(tmp_path / "stop")
         processes(_push_until_stopped, process_store_factory, stop, results)
         processes(_pop_until_end, process_store_factory, results)
@@ -234,7 +237,7 @@ class FailoverScenarios(SuiteBase):
         failover: Callable[[], None],
         processes: Callable[..., Any],
     ) -> None:
-        results = multiprocessing.get_context("spawn").Queue()
+        results = process_context().Queue()
         processes(_get_once, process_store_factory, results)
         writer = new_client()
         time.sleep(1.5)  # the reader has started and is blocked

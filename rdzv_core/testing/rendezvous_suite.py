@@ -149,6 +149,17 @@ def _rounds(nodes: list[_Node]) -> list[dict[str, Any]]:
     return [node.next("round") for node in nodes]
 
 
+def _settle(nodes: list[_Node], world: int) -> list[dict[str, Any]]:
+    """Each node's first round of ``world`` nodes. On busy cores a node can start or rejoin
+    after a round's last call: the others form a smaller round first, then let it in."""
+    rounds = []
+    for node in nodes:
+        while (event := node.next("round"))["world"] != world:
+            pass
+        rounds.append(event)
+    return rounds
+
+
 class RendezvousScenarios(SuiteBase):
     """Elastic scenarios over one store type, with real processes."""
 
@@ -179,8 +190,9 @@ class RendezvousScenarios(SuiteBase):
 
     def test_killed_node_is_reported_and_survivors_re_rendezvous(self, cluster: Any) -> None:
         c = cluster(2, 4)
-        nodes = c.start(4, "last_call_timeout=3")  # round 1 has 3: it waits the last call out
-        rounds = _rounds(nodes)
+        nodes = c.start(4)
+        rounds = _settle(nodes, 4)
+        assert len({r["round"] for r in rounds}) == 1, "the four nodes must share a round"
         victim = nodes[[r["rank"] for r in rounds].index(2)]
         survivors = [n for n in nodes if n is not victim]
         start = time.monotonic()
@@ -190,9 +202,9 @@ class RendezvousScenarios(SuiteBase):
         assert all(len(ch["lost"]) == 1 for ch in changes), (
             "every survivor must name exactly one lost node"
         )
-        after = _rounds(survivors)
-        assert {(r["round"], r["world"]) for r in after} == {(1, 3)}, (
-            "the survivors must form round 1 of 3 nodes"
+        after = _settle(survivors, 3)
+        assert len({r["round"] for r in after}) == 1 and after[0]["round"] > rounds[0]["round"], (
+            "the survivors must form a later round of 3 nodes together"
         )
         assert sorted(r["rank"] for r in after) == [0, 1, 2], (
             "the survivors must get ranks 0..2, once each"
@@ -206,9 +218,9 @@ class RendezvousScenarios(SuiteBase):
         assert [n.next("change")["waiting"] for n in first] == [1, 1], (
             "both participants must see one node waiting"
         )
-        rounds = _rounds([*first, late])
-        assert {(r["round"], r["world"]) for r in rounds} == {(1, 3)}, (
-            "the next round must include the late joiner (round 1 of 3)"
+        rounds = _settle([*first, late], 3)
+        assert len({r["round"] for r in rounds}) == 1 and rounds[0]["round"] >= 1, (
+            "a later round must include the late joiner (3 nodes)"
         )
         masters = {r["master"] for r in rounds}
         assert len(masters) == 1 and masters.pop().rsplit(":", 1)[1].isdigit(), (

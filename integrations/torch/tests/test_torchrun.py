@@ -9,11 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rdzv_plugin_tcp import TCPStore
 from torch_helpers import free_port
+
+from rdzv_core.rendezvous.inspect import read_run
 
 TRAIN = """
 import json, os, time
@@ -87,6 +91,20 @@ class Node:
         self.proc.wait()
 
 
+def wait_for_a_spare(endpoint: str, run_id: str) -> None:
+    """Until the run's state, as ``rdzv state`` reads it, shows a node standing by: an agent
+    takes seconds to start when the cores are busy."""
+    host, port = endpoint.rsplit(":", 1)
+    store = TCPStore(host, int(port), timeout=timedelta(seconds=10))
+    try:
+        deadline = time.monotonic() + 60
+        while not read_run(store, run_id).get("spares"):
+            assert time.monotonic() < deadline, "no node stood by within 60 s"
+            time.sleep(0.1)
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("store_type", ["tcp", "file"])
 def test_two_nodes_all_reduce(tmp_path: Path, store_type: str) -> None:
     endpoint = f"127.0.0.1:{free_port()}" if store_type == "tcp" else str(tmp_path / "rdzv.store")
@@ -134,11 +152,15 @@ def test_a_surplus_node_waits_then_leaves_when_the_job_ends(tmp_path: Path) -> N
     behaviour, so a torch that fixes it shows up here."""
     endpoint = f"127.0.0.1:{free_port()}"
     conf = f"store_type=tcp,{FAST}"
-    job = [Node(tmp_path, endpoint, "full", "2", f"{conf},is_host={h}", train_seconds=3)
+    hold = tmp_path / "hold"
+    hold.touch()
+    job = [Node(tmp_path, endpoint, "full", "2", f"{conf},is_host={h}", env={"TRAIN_HOLD": str(hold)})
            for h in ("true", "false")]  # fmt: skip
     assert job[0].proc.stdout is not None
     worlds = [json.loads(job[0].proc.stdout.readline())["world"]]
     surplus = Node(tmp_path, endpoint, "full", "2", f"{conf},is_host=false")
+    wait_for_a_spare(endpoint, "full")
+    hold.unlink()  # the job ends
     worlds += [r["world"] for node in job for r in node.finish()]
     assert worlds == [2, 2], f"the surplus node changed the job: {worlds}"
     surplus.proc.wait(60)
@@ -206,7 +228,7 @@ def test_a_spare_takes_the_lost_nodes_rank_with_sticky_ranks(tmp_path: Path) -> 
     assert sorted(ranks.values()) == [0, 1, 2]
     spare = Node(tmp_path, endpoint, "spare", "3", f"{conf},is_host=false",
                  ("--max-restarts=1",), env=env)  # fmt: skip
-    time.sleep(3)  # the spare is waiting
+    wait_for_a_spare(endpoint, "spare")
     assert ranks[first[0]] == 0
     victim = next(node for node, rank in ranks.items() if rank == 1)
     victim.kill()
