@@ -23,6 +23,7 @@ gone (a wiped or restored etcd): the call and every later one raise StoreDataLos
 from __future__ import annotations
 
 import base64
+import ipaddress
 import itertools
 import json
 import secrets
@@ -109,6 +110,21 @@ class _Operations(threading.local):
     revision: str = "0"  # the key's mod_revision as this thread last knew it (0: absent)
 
 
+def _check_member(host: str, port: int) -> None:
+    """A clear error for a host given with its port, or a port out of range."""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            name, _, given = host.rpartition(":")
+            raise ValueError(
+                f"The etcd host must be a name or an address without a port, got {host!r}: "
+                f"give the port apart (host={name!r}, port={given})."
+            ) from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"The etcd port must be from 1 to 65535, got {port}.")
+
+
 class EtcdStore(Store):
     """A store on an etcd v3 cluster; every key lives under ``prefix``.
 
@@ -146,6 +162,8 @@ class EtcdStore(Store):
             raise ValueError(
                 f"The etcd lease ttl must be from 1 to {MAX_SECONDS} seconds, got {ttl}."
             )
+        for h, p in [(host, port), *members]:
+            _check_member(h, p)
         self.host, self.port, self.prefix = host, port, prefix
         self._urls = [
             f"{protocol}://{f'[{h}]' if ':' in h else h}:{p}"

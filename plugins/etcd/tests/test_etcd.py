@@ -262,6 +262,21 @@ def test_bad_options(etcd: Etcd) -> None:
         create_backend(params(f"http://{etcd.endpoint}", protocol="https"))
 
 
+def test_a_host_given_with_its_port_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError) as info:
+        EtcdStore("127.0.0.1:2379")
+    assert str(info.value) == (
+        "The etcd host must be a name or an address without a port, got '127.0.0.1:2379': "
+        "give the port apart (host='127.0.0.1', port=2379)."
+    )
+    with pytest.raises(ValueError, match="got 'etcd1:2380'"):
+        EtcdStore("etcd0", members=[("etcd1:2380", 2379)])
+    with pytest.raises(ValueError, match="port must be from 1 to 65535, got 0"):
+        EtcdStore("etcd0", 0)
+    with pytest.raises(StoreConnectionError, match=r"http://\[::1\]:1"):  # IPv6 is an address
+        EtcdStore("::1", 1, timeout=timedelta(seconds=1))
+
+
 def test_tls_with_client_certificates(tmp_path: Path, prefix: str) -> None:
     files = make_tls_files(str(tmp_path))
     server = start_etcd(tls=files)
