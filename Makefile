@@ -81,15 +81,16 @@ matrix: $(STAMP) servers
 dist-check: $(STAMP)
 	$(BIN)/python tools/check_dist.py
 
-# Two lanes share the cores: the engines' suites in the background (their output printed
-# whole at the end), this Python's other suites one after another in the foreground; then
-# the other Pythons. A failing lane does not stop the others; any failure fails the target.
+# Two lanes share the cores: in the background the engines' suites, then the other Pythons
+# (their output printed whole at the end); in the foreground this Python's other suites,
+# one after another. A failing stage does not stop the others; any failure fails the target.
 test: lint typecheck servers
 	@mkdir -p $(LOGS); \
-	$(MAKE) --no-print-directory engines > $(LOGS)/engines.out 2>&1 & engines=$$!; \
+	( status=0; $(MAKE) --no-print-directory engines || status=1; \
+	  $(MAKE) --no-print-directory matrix WORKERS=2 || status=1; exit $$status ) \
+		> $(LOGS)/background.out 2>&1 & background=$$!; \
 	status=0; $(MAKE) --no-print-directory unit-local WORKERS=3 || status=1; \
-	wait $$engines || status=1; cat $(LOGS)/engines.out; \
-	$(MAKE) --no-print-directory matrix || status=1; \
+	wait $$background || status=1; cat $(LOGS)/background.out; \
 	exit $$status
 	$(MAKE) dist-check
 	$(MAKE) demo
