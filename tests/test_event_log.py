@@ -106,19 +106,22 @@ def test_node_processes_share_one_log_file(tmp_path: Path) -> None:
         for _ in range(3)
     ]  # fmt: skip
 
-    def next_round(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    def round_of(proc: subprocess.Popen[str], world: int) -> int:
+        """The node's next round of ``world`` nodes (on busy cores a node can start after
+        round 0's last call: a round of 2 comes first, then one of 3)."""
         assert proc.stdout is not None
         for line in proc.stdout:
             event = json.loads(line)
-            if event["event"] == "round":
-                return dict(event)
+            if event["event"] == "round" and event["world"] == world:
+                return int(event["round"])
         raise AssertionError("the node ended before its round")
 
     try:
-        for proc in procs:
-            next_round(proc)
+        full = {round_of(proc, 3) for proc in procs}
+        assert len(full) == 1, f"the three nodes are in different rounds: {full}"
         procs[2].kill()
-        assert [next_round(p)["round"] for p in procs[:2]] == [1, 1]
+        after = {round_of(p, 2) for p in procs[:2]}
+        assert len(after) == 1 and min(after) > min(full), f"the survivors' rounds: {after}"
     finally:
         for proc in procs:
             proc.kill()
@@ -127,8 +130,8 @@ def test_node_processes_share_one_log_file(tmp_path: Path) -> None:
     events = read_log(path)  # every line parses: none was torn or interleaved
     assert len({e["pid"] for e in events}) == 3
     kinds = [e["kind"] for e in events]
-    assert kinds.count("join") >= 5 and kinds.count("ranks_assigned") == 2
+    rounds = [e["details"]["round"] for e in events if e["kind"] == "completed"]
+    assert kinds.count("join") >= 5 and kinds.count("ranks_assigned") == len(set(rounds))
     lost = [e for e in events if e["kind"] == "node_lost"]
     assert lost and all(e["run_id"] == "story" for e in lost)
-    rounds = sorted(e["details"]["round"] for e in events if e["kind"] == "completed")
-    assert rounds == [0, 0, 0, 1, 1]
+    assert rounds.count(min(full)) == 3 and rounds.count(min(after)) == 2

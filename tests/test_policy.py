@@ -422,8 +422,9 @@ def test_a_node_failing_its_health_check_stays_out_and_the_others_complete(
     tmp_path: Path,
 ) -> None:
     """3 node processes on one host, min 2, max 3, excluded by their own attribute `slot`:
-    one runs a failing check. The other two complete within last_call_timeout + 1 s; the
-    failing one exits naming the check's reason."""
+    one runs a failing check. The other two complete within last_call_timeout + 1 s (and
+    the processes' start-up), not the join timeout; the failing one exits naming the check's
+    reason."""
     endpoint = str(tmp_path / "store")
     failing = "health_check=sh -c 'echo nvidia-smi: GPU lost; exit 1'"
     procs = [
@@ -449,7 +450,8 @@ def test_a_node_failing_its_health_check_stays_out_and_the_others_complete(
             proc.stdout.close()  # type: ignore[union-attr]
     (a, ta), (b, tb), (c, _) = events
     assert a["event"] == b["event"] == "round" and {a["rank"], b["rank"]} == {0, 1}
-    assert a["world"] == 2 and max(ta, tb) < 1 + 1 + 3, "the healthy nodes were held up"
+    # last call 1 s + 1 s, + process start-up on busy cores; held up would be the join timeout
+    assert a["world"] == 2 and max(ta, tb) < 1 + 1 + 10, "the healthy nodes were held up"
     assert c["event"] == "error" and "nvidia-smi: GPU lost" in c["error"]
     assert "RendezvousExcludedError" in c["error"] or "excluded" in c["error"]
     state = subprocess.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from rdzv_core import Capability
 from rdzv_core.store import Store
 from rdzv_core.testing import MemoryStore, StoreConformance, requires
+from rdzv_core.testing._support import process_context
 
 
 class Honest(StoreConformance):
@@ -50,3 +52,15 @@ def test_requires_marks_the_capability() -> None:
 
     assert needs_leases._rdzv_requires == frozenset({Capability.LEASES})  # type: ignore[attr-defined]
     assert Capability.LEASES not in MemoryStore.capabilities
+
+
+def test_cross_process_tests_run_in_processes_that_import_the_store_themselves() -> None:
+    """The suite's processes come from a fork server, not from the test process, and have
+    not imported the store's module before they unpickle its factory (as spawned ones)."""
+    import rdzv_plugin_tcp  # noqa: F401  (imported by the test process)
+
+    probe = "(__import__('os').getppid(), 'rdzv_plugin_tcp' in __import__('sys').modules)"
+    with process_context().Pool(1) as pool:
+        parent, imported = pool.apply(eval, (probe,))
+    assert parent != os.getpid(), "a suite process was forked from the test process"
+    assert not imported, "a suite process started with the store's module already imported"

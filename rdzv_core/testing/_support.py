@@ -25,7 +25,7 @@ SKIP_PREFIX = "rdzv suite: needs capability "
 #: How a cross-process test left untested for want of a picklable factory starts its reason.
 UNPICKLABLE_PREFIX = "rdzv suite: left untested: the store factory is not picklable "
 UNPICKLABLE_FIX = (
-    "- the cross-process tests open clients in spawned processes: return "
+    "- the cross-process tests open clients in other processes: return "
     "functools.partial(MyStore, ...) from store_factory instead of a lambda or a closure, "
     "or override the process_store_factory fixture"
 )
@@ -76,7 +76,7 @@ class SuiteBase:
 
     @pytest.fixture
     def process_store_factory(self, store_factory: StoreFactory) -> StoreFactory:
-        """What spawned processes call to open their own client: ``store_factory`` by
+        """What the other processes call to open their own client: ``store_factory`` by
         default, which must then be picklable (``functools.partial(MyStore, path)``, not
         a lambda or a closure). A factory that is not picklable (suite 1 allowed one)
         leaves the cross-process tests untested: each is skipped with a reason that says
@@ -151,33 +151,24 @@ def _has_xfail_reason(test: Any) -> bool:
     return False
 
 
-def process_context(*uses: object) -> multiprocessing.context.ForkServerContext:
-    """How the suites start processes: forked from multiprocessing's fork server, which
-    imports what ``uses`` (factories, functions) are defined in once, so a process costs a
-    fork instead of an interpreter start and those imports (seconds of CPU for a store built
-    on torch). The server runs no threads unless an import starts one, so no store's
-    threads are forked; every process starts from the same clean state, as a spawned one
-    would. The modules are those of the first call in a test session (the server lives as
-    long as the session); later processes import what else they need."""
+def process_context() -> multiprocessing.context.ForkServerContext:
+    """How the suites start processes: forked from multiprocessing's fork server, a process
+    of its own (never the test process, whose threads a fork would copy mid-flight) that
+    has imported rdzv-core and nothing else. Each process then imports the store's module
+    itself, as a spawned one does, without the interpreter start-up and rdzv-core's imports
+    a spawned one pays for."""
     ctx = multiprocessing.get_context("forkserver")
-    modules = {__name__}
-    for use in uses:
-        target = getattr(use, "func", use)  # a functools.partial's function
-        module = getattr(target, "__module__", None) or type(target).__module__
-        if module and module != "__main__":
-            modules.add(module)
-    ctx.set_forkserver_preload(sorted(modules))
+    ctx.set_forkserver_preload([__name__])
     return ctx
 
 
 def run_in_processes(
     factory: StoreFactory, work: Callable[[Store, int], Any], count: int
 ) -> list[Any]:
-    """``work(a new client, index)`` in ``count`` new processes (from
-    :func:`process_context`, never forked from the test process: forking a process that
-    runs threads is unsafe for stores built on C libraries); their results, in order.
-    ``factory`` and ``work`` must be picklable."""
-    ctx = process_context(factory, work)
+    """``work(a new client, index)`` in ``count`` new processes (see
+    :func:`process_context`); their results, in order. ``factory`` and ``work`` must be
+    picklable."""
+    ctx = process_context()
     with ctx.Pool(count) as pool:
         pending = [pool.apply_async(_open_and_run, (factory, work, i)) for i in range(count)]
         return [result.get(timeout=120) for result in pending]

@@ -144,12 +144,10 @@ class FailoverScenarios(SuiteBase):
         return ""
 
     @pytest.fixture
-    def processes(
-        self, process_store_factory: StoreFactory
-    ) -> Iterator[Callable[..., multiprocessing.process.BaseProcess]]:
+    def processes(self) -> Iterator[Callable[..., multiprocessing.process.BaseProcess]]:
         """Start processes (see ``process_context``); each is killed at the end of the test
         if still alive."""
-        ctx = process_context(process_store_factory, _add_until_stopped)
+        ctx = process_context()
         started: list[multiprocessing.process.BaseProcess] = []
 
         def start(target: Callable[..., None], *args: Any) -> multiprocessing.process.BaseProcess:

@@ -10,14 +10,15 @@ Opt in with one subclass and one fixture::
 Test names are API: they do not change lightly. A test that needs a capability the store
 does not declare is skipped with a reason naming it.
 
-The cross-process tests open their clients in *spawned* processes, so they need a picklable
-factory (``functools.partial(MyStore, path)``). A factory that is not picklable, such as
-suite 1's ``lambda: MyStore(path)``, does not fail the run: those tests are skipped with a
-reason that says how to fix it, listed in the summary at the end, and every other test
-runs. The suite never falls back to ``fork`` for them: forking a process that runs
+The cross-process tests open their clients in new processes, so they need a picklable
+factory (``functools.partial(MyStore, path)``). Each process imports the store's module
+itself, as a spawned one does: it is forked from multiprocessing's fork server, which has
+imported only rdzv-core, never from the test process, because forking a process that runs
 threads (a hosted server, a client library's I/O thread) can deadlock the child on a lock
-held at the fork, Python 3.12 warns about exactly that, and a store type that passes only
-when forked would be proven for a start method torch's own spawned workers do not use.
+held at the fork, and Python 3.12 warns about exactly that. A factory that is not
+picklable, such as suite 1's ``lambda: MyStore(path)``, does not fail the run: those tests
+are skipped with a reason that says how to fix it, listed in the summary at the end, and
+every other test runs.
 """
 
 from __future__ import annotations

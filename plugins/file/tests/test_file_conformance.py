@@ -20,7 +20,7 @@ from rdzv_core.testing import (
 
 @pytest.fixture
 def file_factory(tmp_path: Path) -> Callable[[], Store]:
-    return functools.partial(FileStore, tmp_path / "store")  # picklable: spawned processes
+    return functools.partial(FileStore, tmp_path / "store")  # picklable: other processes
 
 
 class TestFileStore(StoreConformance):

@@ -27,5 +27,5 @@ def hosted_factory(port: int) -> Iterator[Callable[[], Store]]:
     from rdzv_plugin_tcp import TCPStore
 
     host = TCPStore("127.0.0.1", port, is_master=True, multi_tenant=False)
-    yield functools.partial(TCPStore, "127.0.0.1", host.port)  # picklable: spawned processes
+    yield functools.partial(TCPStore, "127.0.0.1", host.port)  # picklable: other processes
     host.close()
