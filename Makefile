@@ -50,7 +50,8 @@ ENGINES := plugins/etcd/ plugins/redis/
 LOGS := $(VENV)/logs
 
 # Each suite runs on several pytest-xdist workers: most tests wait on child processes,
-# servers and timeouts rather than compute, so 4 workers keep the 2 cores busy.
+# servers and timeouts rather than compute, so more workers than cores keep the cores busy
+# (`make test` gives each lane its share: see below).
 WORKERS ?= 4
 PYTEST := $(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
 

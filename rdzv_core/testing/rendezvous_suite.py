@@ -39,6 +39,19 @@ WAIT = 60.0
 EVERY_NODE = "last_call_timeout=30"
 
 
+def wait_for_run(
+    store: Store, run_id: str, what: str, ready: Callable[[dict[str, Any]], bool]
+) -> None:
+    """Until the state of ``run_id``, as ``rdzv state`` reads it from ``store``, is
+    ``ready``; fails naming ``what`` after :data:`WAIT` seconds. A node process can take
+    seconds to start on a busy machine: wait for what it does, never a fixed time."""
+    deadline = time.monotonic() + WAIT
+    while not ready(read_run(store, run_id)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} within {WAIT} s")
+        time.sleep(0.05)
+
+
 class _Node:
     def __init__(self, cluster: _Cluster, name: str, config: str = "") -> None:
         self.name = name
@@ -119,13 +132,8 @@ class _Cluster:
         return new
 
     def wait_run(self, what: str, ready: Callable[[dict[str, Any]], bool]) -> None:
-        """Until the run's state, as ``rdzv state`` reads it from the store, is ``ready``:
-        a node process can take seconds to start on a busy machine."""
-        deadline = time.monotonic() + WAIT
-        while not ready(read_run(self.store, self.run_id)):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not {what} within {WAIT} s")
-            time.sleep(0.05)
+        """Until the run's state is ``ready`` (see :func:`wait_for_run`)."""
+        wait_for_run(self.store, self.run_id, what, ready)
 
     def wait_joined(self, count: int) -> None:
         """Until ``count`` nodes hold a slot in the run's current round."""

@@ -17,7 +17,7 @@ import pytest
 from rdzv_plugin_tcp import TCPStore
 from torch_helpers import free_port
 
-from rdzv_core.rendezvous.inspect import read_run
+from rdzv_core.testing.rendezvous_suite import wait_for_run
 
 TRAIN = """
 import json, os, time
@@ -92,15 +92,11 @@ class Node:
 
 
 def wait_for_a_spare(endpoint: str, run_id: str) -> None:
-    """Until the run's state, as ``rdzv state`` reads it, shows a node standing by: an agent
-    takes seconds to start when the cores are busy."""
+    """Until a node stands by in the run (an agent takes seconds to start on busy cores)."""
     host, port = endpoint.rsplit(":", 1)
     store = TCPStore(host, int(port), timeout=timedelta(seconds=10))
     try:
-        deadline = time.monotonic() + 60
-        while not read_run(store, run_id).get("spares"):
-            assert time.monotonic() < deadline, "no node stood by within 60 s"
-            time.sleep(0.1)
+        wait_for_run(store, run_id, "a node standing by", lambda run: bool(run.get("spares")))
     finally:
         store.close()
 
