@@ -16,6 +16,8 @@ from rdzv_core import RendezvousParameters, StoreError
 from .protocol import AUTH_CONTEXT
 
 ENV_VAR = "RDZV_TCP_AUTH_TOKEN"
+#: Bytes in a client's answer (an HMAC-SHA256 digest).
+ANSWER_SIZE = 32
 
 
 class AuthenticationError(StoreError):

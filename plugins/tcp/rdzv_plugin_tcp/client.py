@@ -79,6 +79,9 @@ SPIN_SECONDS = 0.0002
 #: After a spin that saw no reply, this many requests skip spinning, doubling with each
 #: wasted spin up to this (and halving with each spin that caught its reply).
 MAX_SPIN_SKIP = 4096
+#: A new link sends its hello with its first request; one left unused longer than this
+#: (seconds) is replaced first, as the server may have closed it for saying nothing.
+GREET_WITHIN = 1.0
 #: A store keeps one idle link; extra links (left by concurrent calls) close once they
 #: have gone unused this long (seconds), so a burst does not pin descriptors on the server.
 SPARE_LINK_SECONDS = 30.0
@@ -95,6 +98,7 @@ _INT64_MIN, _INT64_END = -(2**63), 2**63
 _ALIVE = bytes([ALIVE])
 _VALUE_ERROR, _FAILED = bytes([VALUE_ERROR]), bytes([FAILED])
 _PING = bytes([PING])
+_HELLO_FRAME = _pack_u32(len(MAGIC) + 1) + MAGIC + bytes([VERSION])
 _SET, _GET, _ADD, _CAS, _WAIT, _CHECK, _DELETE, _NUM_KEYS, _MULTI_GET, _MULTI_SET = (
     bytes([op]) for op in (SET, GET, ADD, CAS, WAIT, CHECK, DELETE, NUM_KEYS, MULTI_GET, MULTI_SET)
 )
@@ -135,6 +139,10 @@ class _Restarted(StoreConnectionError):
 
 class _OtherVersion(StoreConnectionError):
     """The server speaks another protocol version: retrying cannot help."""
+
+
+class _Refused(StoreConnectionError):
+    """The server turned the connection away (at its connection limit): worth retrying."""
 
 
 class _Silent(Exception):
@@ -189,20 +197,24 @@ class _Link:
     The socket blocks, with kernel timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO``) as the
     deadlines, so a reply costs one ``recv``. (A send timeout is set only once a send cannot
     go out at once.) Before sleeping in ``recv``, a request may busy-poll for its reply, as
-    :class:`SpinPolicy` decides.
+    :class:`SpinPolicy` decides. ``greeting`` is True until the handshake is done: the
+    hello then goes out with the link's first request (see :meth:`TCPStore._greet`).
     """
 
-    __slots__ = ("buf", "idle_since", "liveness", "max_frame", "poller", "sock", "where")
+    __slots__ = (
+        "buf", "greeting", "idle_since", "liveness", "max_frame", "opened", "poller", "sock",
+        "where",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket, where: str) -> None:
         self.sock = sock
         self.where = where
         self.buf = bytearray()
         self.max_frame = 2**32 - 1
-        self.idle_since = 0.0
+        self.greeting = True
+        self.opened = self.idle_since = time.monotonic()
         self.liveness = -1.0  # what SO_RCVTIMEO is set for (half of it)
-        self.poller = select.poll()
-        self.poller.register(sock, select.POLLIN)
+        self.poller: select.poll | None = None  # made by the first spin
 
     def _set_liveness(self, liveness: float) -> None:
         """The kernel's receive timeout for ``liveness``: half of it (a quiet period; two
@@ -234,10 +246,10 @@ class _Link:
             self.buf += chunk
         return self.receive(liveness, parked)
 
-    def send(self, payload: bytes, liveness: float) -> None:
-        """Send one frame carrying ``payload``; the server must take it within ``liveness``
-        seconds."""
-        data = _pack_u32(len(payload)) + payload
+    def send(self, payload: bytes, liveness: float, ahead: bytes = b"") -> None:
+        """Send one frame carrying ``payload`` (after the whole frames in ``ahead``, in the
+        same ``send``); the server must take it within ``liveness`` seconds."""
+        data = ahead + _pack_u32(len(payload)) + payload
         try:
             sent = self.sock.send(data, _SEND_FLAGS)
         except BlockingIOError:  # the socket buffer is full
@@ -266,6 +278,9 @@ class _Link:
 
     def _spin(self) -> bool:
         """Busy-poll for the reply for up to :data:`SPIN_SECONDS`; whether it came."""
+        if self.poller is None:
+            self.poller = select.poll()
+            self.poller.register(self.sock, select.POLLIN)
         poll = self.poller.poll
         spin_until = time.perf_counter() + SPIN_SECONDS
         while not poll(0):
@@ -359,8 +374,10 @@ class TCPStore(Store):
     With ``is_master`` it first hosts the server in this process (listening on every
     interface unless ``bind_host`` narrows it; with ``multi_tenant``, stores hosting the
     same port share one server, which stops when the last of them closes). The client
-    connects (retrying until ``timeout``), authenticating with ``auth_token`` when the
-    server demands it. One TCPStore may be shared by threads: each concurrent operation
+    connects (retrying until ``timeout``). Without ``auth_token`` its hello goes with its
+    first request, so a server that refuses this client (protocol version, connection
+    limit, a token it demands) is reported by the first operation; with one, the handshake
+    and authentication are done here. One TCPStore may be shared by threads: each concurrent operation
     gets its own connection from a small pool, so a blocked ``get`` holds up nobody; the
     pool keeps one connection, and closes the others after :data:`SPARE_LINK_SECONDS`
     unused.
@@ -437,7 +454,8 @@ class TCPStore(Store):
 
     @property
     def server_id(self) -> bytes | None:
-        """The random identity of the server instance this store talks to."""
+        """The random identity of the server instance this store talks to (None until it
+        first heard from the server: its first operation, without a token)."""
         return self._server_id
 
     def __repr__(self) -> str:
@@ -462,12 +480,17 @@ class TCPStore(Store):
                 f"Cannot resolve the TCP store host {self.host!r}: {e.strerror}."
             ) from e
 
-    def _connect(self) -> _Link:
-        """A new link. Before the first success it retries until the timeout (the server
-        may still be starting); after that a refusal means the server is gone."""
+    def _connect(self, deadline: float | None = None) -> _Link:
+        """A new link, connected by ``deadline`` (``time.monotonic()``; by default the
+        timeout from now). Before the store first reached its server it retries (the
+        server may still be starting); after that a refusal means the server is gone.
+        Without a token the link's handshake waits for its first request (see
+        :meth:`_greet`); with one it is done here, as the token answers the server's
+        challenge."""
         where = self.where
         limit = self.timeout.total_seconds()
-        deadline = time.monotonic() + limit
+        if deadline is None:
+            deadline = time.monotonic() + limit
         delay = 0.01
         while True:
             remaining = deadline - time.monotonic()
@@ -486,6 +509,8 @@ class TCPStore(Store):
             else:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 link = _Link(sock, where)
+                if self._token is None:
+                    return link
                 try:
                     self._handshake(link, max(1.0, min(remaining, 10.0)))
                     return link
@@ -520,6 +545,8 @@ class TCPStore(Store):
             sock.settimeout(None)
             return sock
         sock = socket.socket(self._family, socket.SOCK_STREAM)
+        if sock.gettimeout() is not None:  # socket.setdefaulttimeout() was called
+            sock.settimeout(None)  # the kernel's timeouts are the deadlines
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
             try:
@@ -532,17 +559,40 @@ class TCPStore(Store):
         return sock
 
     def _handshake(self, link: _Link, timeout: float) -> None:
+        """The whole handshake, answering the server's challenge with the token, within
+        ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         link.send(MAGIC + bytes([VERSION]), timeout)
-        hello = link.receive_by(deadline)
+        nonce = self._check_hello(link, link.receive_by(deadline))
+        link.greeting = False
+        if nonce is None:
+            return
+        assert self._token is not None
+        link.send(answer(self._token, nonce), timeout)
+        try:
+            reply = link.receive_by(deadline)
+        except (OSError, _Silent) as e:
+            raise AuthenticationError(
+                f"Authentication failed for the TCP store at {link.where}: the server rejected "
+                "the token."
+            ) from e
+        if reply[:1] != bytes([OK]):
+            raise AuthenticationError(
+                f"Authentication failed for the TCP store at {link.where}: the server rejected "
+                "the token."
+            )
+
+    def _check_hello(self, link: _Link, hello: bytes) -> bytes | None:
+        """Check the server's answer to the hello; the nonce to answer when it demands a
+        token. A refusal raises: :class:`_OtherVersion`, :class:`_Refused` (worth
+        retrying), :class:`AuthenticationError` (a token is demanded and this store has
+        none), :class:`_Restarted` (another server instance than before)."""
         if hello[:1] == bytes([FAILED]):
             reason = hello[1:].decode(errors="replace")
             versions = refused_versions(reason)
             if versions is not None:
                 raise _OtherVersion(version_mismatch(link.where, versions[1]))
-            raise StoreConnectionError(
-                f"The TCP store at {link.where} refused the connection: {reason}"
-            )
+            raise _Refused(f"The TCP store at {link.where} refused the connection: {reason}")
         head = 6 + SERVER_ID_SIZE + 4
         if len(hello) < head or hello[:4] != MAGIC or hello[4] != VERSION:
             raise StoreError(f"{link.where} did not answer like an rdzv TCP store server.")
@@ -558,26 +608,66 @@ class TCPStore(Store):
             )
         link.max_frame = self._max_frame
         if not hello[5]:
-            return
+            return None
         if self._token is None:
             raise AuthenticationError(
                 f"Authentication failed for the TCP store at {link.where}: the server requires "
                 "a token and none was given (auth_token, auth_token_file or RDZV_TCP_AUTH_TOKEN)."
             )
-        nonce = hello[head : head + NONCE_SIZE]
-        link.send(answer(self._token, nonce), timeout)
+        return hello[head : head + NONCE_SIZE]
+
+    def _greet(
+        self, link: _Link, payload: bytes, liveness: float, parked: bool
+    ) -> tuple[_Link, bytes]:
+        """Make a new link's first request: hello and request leave in one ``send``, and
+        the hello's answer is checked before the request's reply is read. ``(the link,
+        the reply)``.
+
+        Until the hello is answered the server has not run the request (it runs a
+        connection's requests only after its hello), so a link that fails before then
+        (closed or reset, or turned away at the server's connection limit) is replaced,
+        and the request sent again, until the timeout. The new link is in the busy set
+        as the old one was.
+        """
+        limit = self.timeout.total_seconds()
+        now = time.monotonic()
+        deadline = now + limit
+        delay = 0.01
         try:
-            reply = link.receive_by(deadline)
-        except (OSError, _Silent) as e:
-            raise AuthenticationError(
-                f"Authentication failed for the TCP store at {link.where}: the server rejected "
-                "the token."
-            ) from e
-        if reply[:1] != bytes([OK]):
-            raise AuthenticationError(
-                f"Authentication failed for the TCP store at {link.where}: the server rejected "
-                "the token."
-            )
+            if now - link.opened > GREET_WITHIN:
+                link = self._replace(link, deadline)
+            while True:
+                try:
+                    link.send(payload, liveness, _HELLO_FRAME)
+                    self._check_hello(link, link.receive(liveness))
+                except (OSError, _Silent) as e:
+                    if isinstance(e, StoreError) and not isinstance(e, _Refused):
+                        raise  # a refusal retrying cannot help
+                    failure: Exception = e
+                else:
+                    link.greeting = False
+                    return link, link.receive(liveness, parked)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StoreConnectionError(
+                        f"Could not connect to the TCP store at {self.where} within "
+                        f"{limit:g} s: {failure}"
+                    ) from failure
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, _MAX_RETRY_DELAY)
+                link = self._replace(link, deadline)
+        except BaseException:
+            self._busy.discard(link)  # the caller closes the link it gave, not this one
+            link.close()
+            raise
+
+    def _replace(self, link: _Link, deadline: float) -> _Link:
+        """Close ``link`` and return a new one in its place in the busy set."""
+        self._busy.discard(link)
+        link.close()
+        link = self._connect(deadline)
+        self._busy.add(link)
+        return link
 
     def _lose(
         self, reason: str, kind: type[StoreConnectionError] = StoreConnectionError
@@ -637,10 +727,16 @@ class TCPStore(Store):
             link = self._connect()
         self._busy.add(link)  # set.add and .discard are atomic under the GIL
         liveness = self._timing()[1]
+        greeting = link.greeting
         try:
-            reply = link.exchange(payload, liveness, parked)
+            if greeting:
+                link, reply = self._greet(link, payload, liveness, parked)
+            else:
+                reply = link.exchange(payload, liveness, parked)
         except (OSError, _Silent) as e:
             link.close()
+            if greeting and isinstance(e, StoreError):
+                raise  # the handshake failed: the store never lost a link it had
             if isinstance(e, _Silent):
                 reason = f"it stopped answering ({e}; is its host frozen or cut off?)"
             else:

@@ -24,7 +24,7 @@ from typing import Any
 from rdzv_core import StoreConnectionError, StoreError
 from rdzv_core.storekit import resolver_host
 
-from .auth import verify
+from .auth import ANSWER_SIZE, verify
 from .keyspace import Keyspace, Waiter
 from .limits import ServerLimits, with_max_frame_size
 from .protocol import (
@@ -76,6 +76,9 @@ _OUT_HIGH_WATER = 4 * 1024 * 1024  # stop taking requests while this much is uns
 _HELD_INPUT_LIMIT = 1024 * 1024  # input kept while a connection's requests are held
 _SMALL_REPLY = 16 * 1024  # replies up to this size are copied into one buffer
 _MAX_IOV = 512  # chunks per sendmsg
+#: Every receive and send on a connection: never block (connections keep the blocking
+#: mode they are accepted in, which saves a system call per connection), never SIGPIPE.
+_NO_WAIT = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 _TICK = 1.0  # housekeeping interval: deadlines, accept back-off, log summaries
 _MAX_REFUSING = 64  # connections being told "server full" at once; more are just closed
 _ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -160,6 +163,7 @@ class _Conn:
         "events",
         "fd",
         "frame_started",
+        "holding",
         "nonce",
         "out",
         "out_size",
@@ -189,6 +193,7 @@ class _Conn:
         self.accepted = now
         self.frame_started = 0.0
         self.send_progress = 0.0
+        self.holding = False  # the hello's answer waits to leave with the next reply
 
     def held(self) -> bool:
         """Whether new requests must wait (a parked read, or too many unsent replies)."""
@@ -466,7 +471,14 @@ class StoreServer:
         for conn in list(self._conns):
             if conn.state != _READY:
                 if now - conn.accepted > limits.handshake_timeout:
-                    self._close(conn, "no handshake within the handshake timeout")
+                    if conn.state == _HELLO and not conn.rbuf:
+                        # Silent since it connected: a client's store not used yet (its
+                        # hello goes with its first request, on a new connection by
+                        # then), or a port scan. Not worth a warning.
+                        log.debug("closed connection of %s: silent since it connected", conn.peer)
+                        self._close(conn, None, quiet=True)
+                    else:
+                        self._close(conn, "no handshake within the handshake timeout")
             elif conn.out_size and now - conn.send_progress > limits.send_timeout:
                 self._close(conn, f"left {conn.out_size} bytes of replies unread")
             elif conn.frame_started and now - conn.frame_started > limits.frame_timeout:
@@ -507,7 +519,8 @@ class StoreServer:
                 self._logs.warning("could not set up a new connection: %s", e)
 
     def _admit(self, sock: socket.socket, address: Any) -> None:
-        sock.setblocking(False)
+        if sock.gettimeout() is not None:  # socket.setdefaulttimeout() was called
+            sock.setblocking(False)  # else a send or receive would wait out that timeout
         full = len(self._conns) - self._refusing >= self.limits.max_connections
         if self.stats is not None:
             self.stats.accepted += 1
@@ -559,6 +572,8 @@ class StoreServer:
         self._resume_paused()
 
     def _set_events(self, conn: _Conn) -> None:
+        if conn.holding:
+            return  # set when the held answer goes out
         want = 0
         if conn.out:
             want |= _OUT
@@ -581,7 +596,7 @@ class StoreServer:
             self._set_events(conn)
             return
         try:
-            data = conn.sock.recv(_RECV_SIZE)
+            data = conn.sock.recv(_RECV_SIZE, _NO_WAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
@@ -640,11 +655,23 @@ class StoreServer:
                 self._set_events(conn)
 
     def _process(self, conn: _Conn) -> None:
+        """Handle the whole frames buffered on ``conn``."""
+        try:
+            self._process_frames(conn)
+        finally:
+            if conn.holding:  # no reply followed the hello's answer in this batch
+                conn.holding = False
+                if conn in self._conns:
+                    self._flush(conn)
+        if conn in self._conns:
+            self._set_events(conn)
+
+    def _process_frames(self, conn: _Conn) -> None:
         buf = conn.rbuf
         pos = 0
-        limit = self._frame_limit(conn)
         while not conn.closing and len(buf) - pos >= 4:
             size = U32.unpack_from(buf, pos)[0]
+            limit = self._frame_limit(conn)  # the handshake may have ended in this batch
             if conn.held():
                 # Only pings are answered while a reply is pending; the rest waits.
                 ping = size == 1 and len(buf) - pos >= 5 and buf[pos + 4] == PING
@@ -672,6 +699,9 @@ class StoreServer:
             # may be resized.
             payload = memoryview(buf)[pos + 4 : end]
             pos = end
+            # A client's first request may follow its hello: both answers leave in one send.
+            if conn.state == _HELLO and len(buf) > end:
+                conn.holding = True
             try:
                 handled = self._handle_safely(conn, payload)
             finally:
@@ -686,8 +716,6 @@ class StoreServer:
                 del buf[:pos]
             conn.frame_started = time.monotonic() if conn.rbuf or conn.discard else 0.0
             self._resume_paused()
-        if conn in self._conns:
-            self._set_events(conn)
 
     def _handle_safely(self, conn: _Conn, payload: bytes | memoryview) -> bool:
         """Handle one request; a malformed one, or a bug, costs only its connection.
@@ -742,12 +770,12 @@ class StoreServer:
         head = U32.pack(size)
         if size > _SMALL_REPLY:
             parts: list[bytes | memoryview] = [head, *chunks]
-        elif conn.out:
+        elif conn.out or conn.holding:
             parts = [head + b"".join(chunks)]
         else:  # the common case: a small reply to an idle socket, sent at once
             data = head + b"".join(chunks)
             try:
-                sent = conn.sock.send(data)
+                sent = conn.sock.send(data, _NO_WAIT)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as e:
@@ -763,7 +791,12 @@ class StoreServer:
         for part in parts:
             conn.out.append(part)
             conn.out_size += len(part)
-        if len(conn.out) == len(parts):
+        if conn.holding:
+            if len(conn.out) == len(parts):
+                return  # the hello's answer, held for the reply to come
+            conn.holding = False  # the reply it waited for: both go now
+            self._flush(conn)
+        elif len(conn.out) == len(parts):
             self._flush(conn)
 
     def _flush(self, conn: _Conn) -> None:
@@ -771,7 +804,10 @@ class StoreServer:
         while out:
             batch = list(itertools.islice(out, _MAX_IOV))
             try:
-                sent = conn.sock.sendmsg(batch) if len(batch) > 1 else conn.sock.send(batch[0])
+                if len(batch) > 1:
+                    sent = conn.sock.sendmsg(batch, (), _NO_WAIT)
+                else:
+                    sent = conn.sock.send(batch[0], _NO_WAIT)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
@@ -842,7 +878,9 @@ class StoreServer:
             else:
                 if self.stats is not None:
                     self.stats.auth_failures += 1
-                self._refuse(conn, "authentication failed: wrong token", "authentication")
+                # A client without a token sends its first request where the answer goes.
+                wrong = "wrong token" if len(payload) == ANSWER_SIZE else "no token given"
+                self._refuse(conn, f"authentication failed: {wrong}", "authentication")
 
     def _dispatch(self, conn: _Conn | _Local, payload: bytes | memoryview) -> list[bytes] | None:
         """Run one request (under ``_lock``): the reply's chunks, or None when the request

@@ -173,6 +173,23 @@ def test_a_frozen_server_fails_every_call_within_the_read_timeout(
     assert elapsed < 2 + 1.5, f"{call} on a frozen server took {elapsed:.1f} s"
 
 
+def test_a_default_socket_timeout_does_not_replace_the_stores_own(served: Served) -> None:
+    """socket.setdefaulttimeout() gives every new socket Python's timeout; the store's own
+    deadline (its kernel timeouts) must still be the one that ends a call."""
+    socket.setdefaulttimeout(30)
+    try:
+        store = TCPStore("127.0.0.1", served.port, timeout=timedelta(seconds=2))
+        store.set("k", "v")
+    finally:
+        socket.setdefaulttimeout(None)
+    freeze(served.proc.pid)
+    start = time.monotonic()
+    with pytest.raises(StoreConnectionError, match="stopped answering"):
+        store.get("never")
+    elapsed = time.monotonic() - start
+    assert elapsed < 2 + 1.5, f"the frozen server was noticed after {elapsed:.1f} s"
+
+
 def test_a_frozen_store_host_fails_nodes_in_last_call_within_the_read_timeout(
     served: Served,
 ) -> None:

@@ -322,8 +322,14 @@ def test_auth_rejects_a_wrong_or_missing_token(port: int, caplog: pytest.LogCapt
             TCPStore("127.0.0.1", port, auth_token="wrong", timeout=timedelta(seconds=2))
         assert "authentication failed" in str(info.value).lower()
         assert "authentication failed" in caplog.text
-        with pytest.raises(AuthenticationError, match="requires a token"):
-            TCPStore("127.0.0.1", port, timeout=timedelta(seconds=2))
+        tokenless = TCPStore("127.0.0.1", port, timeout=timedelta(seconds=2))
+        with (
+            caplog.at_level(logging.WARNING),
+            pytest.raises(AuthenticationError, match="requires a token"),
+        ):
+            tokenless.set("k", "v")  # its handshake goes with its first request
+        assert not host.check(["k"]), "the request sent with the hello was run"
+        assert wait_until(lambda: "authentication failed: no token given" in caplog.text, 5)
         host.set("still", "serving")
         assert TCPStore("127.0.0.1", port, auth_token="right").get("still") == b"serving"
     finally:
@@ -368,7 +374,7 @@ def test_auth_token_for_rdzv_serve_from_env() -> None:
     served = Served(env={"RDZV_TCP_AUTH_TOKEN": "envtoken\n"})
     try:
         with pytest.raises(AuthenticationError):
-            TCPStore("127.0.0.1", served.port, timeout=timedelta(seconds=2))
+            TCPStore("127.0.0.1", served.port, timeout=timedelta(seconds=2)).set("k", "v")
         TCPStore("127.0.0.1", served.port, auth_token="envtoken").set("k", "v")
     finally:
         served.stop()
@@ -519,8 +525,18 @@ def test_frame_limit_is_configurable(port: int) -> None:
         host.close()
 
 
-def test_a_client_that_stops_reading_does_not_stall_others(port: int) -> None:
-    server = StoreServer("127.0.0.1", port).start()
+@pytest.mark.parametrize("default_timeout", [None, 30.0])
+def test_a_client_that_stops_reading_does_not_stall_others(
+    port: int, default_timeout: float | None
+) -> None:
+    """Also in a process that set a default socket timeout (which every socket made
+    after it gets, the server's and the client's alike)."""
+    socket.setdefaulttimeout(default_timeout)
+    try:
+        server = StoreServer("127.0.0.1", port).start()
+    finally:
+        socket.setdefaulttimeout(None)
+    socket.setdefaulttimeout(default_timeout)
     try:
         good = TCPStore("127.0.0.1", port)
         good.set("big", os.urandom(1024 * 1024))
@@ -541,6 +557,7 @@ def test_a_client_that_stops_reading_does_not_stall_others(port: int) -> None:
         assert time.monotonic() - start < 5
         hog.close()
     finally:
+        socket.setdefaulttimeout(None)
         server.stop()
 
 
@@ -678,16 +695,22 @@ def _serve_replies(listener: socket.socket, replies: list[bytes]) -> None:
     ``replies`` (raw frame payloads), right or wrong."""
     from rdzv_plugin_tcp.protocol import VERSION, hello_reply
 
+    def request() -> bytes:  # one whole frame (the first request follows the hello at once)
+        header = conn.recv(4, socket.MSG_WAITALL)
+        if len(header) < 4:
+            return b""
+        return conn.recv(struct.unpack(">I", header)[0], socket.MSG_WAITALL)
+
     conn, _ = listener.accept()
     with conn:
-        conn.recv(64)  # the hello
+        request()  # the hello
         hello = hello_reply(VERSION, os.urandom(16), 1 << 20, None)
         conn.sendall(struct.pack(">I", len(hello)) + hello)
         for reply in replies:
-            if not conn.recv(4096):
+            if not request():
                 return
             conn.sendall(struct.pack(">I", len(reply)) + reply)
-        conn.recv(4096)
+        request()
 
 
 def test_a_malformed_reply_is_a_store_error_not_a_wrong_answer() -> None:
