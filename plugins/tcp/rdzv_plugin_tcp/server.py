@@ -490,9 +490,13 @@ class StoreServer:
     # -- connections -----------------------------------------------------------------------
 
     def _accept(self) -> None:
+        # The listener's own accept, wrapped here: socket.accept() would also read the
+        # listener's family and type as enums for every connection.
+        accept, family = self._listener._accept, self._listener.family  # type: ignore[attr-defined]
         for _ in range(256):  # bounded, so one busy listener cannot starve the clients
             try:
-                sock, address = self._listener.accept()
+                fd, address = accept()
+                sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
