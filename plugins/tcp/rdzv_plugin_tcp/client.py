@@ -377,10 +377,10 @@ class TCPStore(Store):
     connects (retrying until ``timeout``). Without ``auth_token`` its hello goes with its
     first request, so a server that refuses this client (protocol version, connection
     limit, a token it demands) is reported by the first operation; with one, the handshake
-    and authentication are done here. One TCPStore may be shared by threads: each concurrent operation
-    gets its own connection from a small pool, so a blocked ``get`` holds up nobody; the
-    pool keeps one connection, and closes the others after :data:`SPARE_LINK_SECONDS`
-    unused.
+    and authentication are done here. One TCPStore may be shared by threads: each
+    concurrent operation gets its own connection from a small pool, so a blocked ``get``
+    holds up nobody; the pool keeps one connection, and closes the others after
+    :data:`SPARE_LINK_SECONDS` unused.
 
     Failure is final: once a link to the server is lost, or a server that answered before
     refuses new connections, or a different server instance answers (a restart), every
@@ -623,11 +623,13 @@ class TCPStore(Store):
         the hello's answer is checked before the request's reply is read. ``(the link,
         the reply)``.
 
-        Until the hello is answered the server has not run the request (it runs a
-        connection's requests only after its hello), so a link that fails before then
-        (closed or reset, or turned away at the server's connection limit) is replaced,
-        and the request sent again, until the timeout. The new link is in the busy set
-        as the old one was.
+        The server runs a connection's requests only once it has accepted its hello, and
+        answers both together; it closes a connection before that (a refusal, its
+        handshake timeout), never between running a request and sending its reply. So a
+        link turned away at the connection limit, or closed or reset before any answer
+        came, has not run the request: it is replaced and the request sent again, until
+        the timeout. (Silence is noticed only after ``liveness``, the whole timeout: it is
+        never retried.) The new link is in the busy set as the old one was.
         """
         limit = self.timeout.total_seconds()
         now = time.monotonic()
