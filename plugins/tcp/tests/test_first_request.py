@@ -17,7 +17,15 @@ import pytest
 from rdzv_plugin_tcp import ServerLimits, StoreServer, TCPStore
 from rdzv_plugin_tcp.client import GREET_WITHIN
 from rdzv_plugin_tcp.protocol import ADD, FAILED, GET, MAGIC, SET, U64, VERSION, field
-from tcp_helpers import ChildServer, closed_by_server, frame, raw_client, read_frame
+from rdzv_plugin_tcp.stats import ServerStats
+from tcp_helpers import (
+    ChildServer,
+    closed_by_server,
+    frame,
+    raw_client,
+    read_frame,
+    wait_until,
+)
 
 HELLO = frame(MAGIC + bytes([VERSION]))
 
@@ -124,6 +132,24 @@ def test_a_store_used_long_after_it_was_made_works_and_runs_its_request_once() -
         assert "no handshake" not in child.stderr(), "a silent connection was logged"
     finally:
         child.close()
+
+
+def test_a_store_first_used_after_greet_within_connects_again_first(port: int) -> None:
+    """Its first connection has waited too long to be trusted (the server may have closed
+    it): the first request goes on a new one, and the old one is closed."""
+    assert GREET_WITHIN < 1.2
+    server = StoreServer("127.0.0.1", port, stats=ServerStats()).start()
+    try:
+        prompt = TCPStore("127.0.0.1", port)
+        prompt.set("k", "v")
+        late = TCPStore("127.0.0.1", port)
+        time.sleep(1.2)  # past GREET_WITHIN
+        assert late.get("k") == b"v"
+        stats = server.stats
+        assert stats is not None and stats.accepted == 3, "the late store used its old link"
+        assert wait_until(lambda: server.connection_count == 2, 5)
+    finally:
+        server.stop()
 
 
 def test_a_store_whose_connection_the_server_closed_still_makes_its_first_request(
