@@ -487,10 +487,8 @@ class TCPStore(Store):
         Without a token the link's handshake waits for its first request (see
         :meth:`_greet`); with one it is done here, as the token answers the server's
         challenge."""
-        where = self.where
-        limit = self.timeout.total_seconds()
         if deadline is None:
-            deadline = time.monotonic() + limit
+            deadline = time.monotonic() + self.timeout.total_seconds()
         delay = 0.01
         while True:
             remaining = deadline - time.monotonic()
@@ -508,7 +506,7 @@ class TCPStore(Store):
                 last = e
             else:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                link = _Link(sock, where)
+                link = _Link(sock, self.where)
                 if self._token is None:
                     return link
                 try:
@@ -520,13 +518,20 @@ class TCPStore(Store):
                 except (OSError, StoreConnectionError, _Silent) as e:
                     link.close()
                     last = e
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise StoreConnectionError(
-                    f"Could not connect to the TCP store at {where} within {limit:g} s: {last}"
-                ) from last
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, _MAX_RETRY_DELAY)
+            delay = self._pause_to_retry(deadline, delay, last)
+
+    def _pause_to_retry(self, deadline: float, delay: float, failure: Exception) -> float:
+        """Sleep ``delay`` seconds (at most until ``deadline``) before another attempt to
+        connect, and return the next delay; past the deadline, raise the error that ends
+        the attempts, naming ``failure``."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise StoreConnectionError(
+                f"Could not connect to the TCP store at {self.where} within "
+                f"{self.timeout.total_seconds():g} s: {failure}"
+            ) from failure
+        time.sleep(min(delay, remaining))
+        return min(delay * 2, _MAX_RETRY_DELAY)
 
     def _open(self, timeout: float) -> socket.socket:
         """A blocking socket connected to the server within ``timeout`` seconds.
@@ -631,9 +636,8 @@ class TCPStore(Store):
         the timeout. (Silence is noticed only after ``liveness``, the whole timeout: it is
         never retried.) The new link is in the busy set as the old one was.
         """
-        limit = self.timeout.total_seconds()
         now = time.monotonic()
-        deadline = now + limit
+        deadline = now + self.timeout.total_seconds()
         delay = 0.01
         try:
             if now - link.opened > GREET_WITHIN:
@@ -649,14 +653,7 @@ class TCPStore(Store):
                 else:
                     link.greeting = False
                     return link, link.receive(liveness, parked)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise StoreConnectionError(
-                        f"Could not connect to the TCP store at {self.where} within "
-                        f"{limit:g} s: {failure}"
-                    ) from failure
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, _MAX_RETRY_DELAY)
+                delay = self._pause_to_retry(deadline, delay, failure)
                 link = self._replace(link, deadline)
         except BaseException:
             self._busy.discard(link)  # the caller closes the link it gave, not this one
