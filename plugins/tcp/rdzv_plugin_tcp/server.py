@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from rdzv_core import StoreConnectionError, StoreError
@@ -87,8 +88,9 @@ _IN, _OUT, _BROKEN = select.POLLIN, select.POLLOUT, select.POLLERR | select.POLL
 
 class _Poller:
     """epoll where the system has it, else poll(2): descriptors and event masks in,
-    ``(descriptor, events)`` out. Used directly, without the selectors module's
-    bookkeeping, since the loop pays for every step once per request."""
+    ``(descriptor, events)`` out, waiting at most ``poll(timeout)`` seconds. Used directly,
+    without the selectors module's bookkeeping, since the loop pays for every step once
+    per request."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
@@ -96,13 +98,11 @@ class _Poller:
         self.register = impl.register
         self.modify = impl.modify
         self.unregister = impl.unregister
-        self._poll = impl.poll
-
-    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        self.poll: Callable[[float], list[tuple[int, int]]]
         if self._epoll is not None:
-            events: list[tuple[int, int]] = self._poll(timeout, 4096)
-            return events
-        return self._poll(timeout * 1000)  # type: ignore[no-any-return]
+            self.poll = self._epoll.poll  # takes seconds itself: no Python frame per wait
+        else:
+            self.poll = lambda timeout: impl.poll(timeout * 1000)
 
     def close(self) -> None:
         if self._epoll is not None:
@@ -391,17 +391,27 @@ class StoreServer:
     def _loop(self) -> None:
         poll = self._poller.poll
         by_fd = self._by_fd
+        next_deadline = self._keys.next_deadline
         listener, wake = self._listener.fileno(), self._wake_r.fileno()
         self._next_tick = time.monotonic() + _TICK
         while not self._stopping:
             now = time.monotonic()
-            due = self._next_tick
-            deadline = self._keys.next_deadline()
-            if deadline is not None:
-                due = min(due, deadline)
-            if not self._accepting:
-                due = min(due, self._accept_resume)
-            for fd, mask in poll(max(0.0, min(due - now, _TICK))):
+            deadline = next_deadline()
+            if (
+                self._ready
+                or self._outbox
+                or now >= self._next_tick
+                or (deadline is not None and deadline <= now)
+                or not self._accepting
+            ):
+                self._chores(now, deadline)
+                now, deadline = time.monotonic(), next_deadline()
+            due = self._next_tick  # at most _TICK away
+            if deadline is not None and deadline < due:
+                due = deadline
+            if not self._accepting and self._accept_resume < due:
+                due = self._accept_resume
+            for fd, mask in poll(due - now if due > now else 0.0):
                 conn = by_fd.get(fd)
                 if conn is None:
                     if fd == listener:
@@ -415,22 +425,25 @@ class StoreServer:
                     self._flush(conn)
                 if mask & _IN and conn.events & _IN and by_fd.get(fd) is conn:
                     self._read(conn)
-            now = time.monotonic()
-            deadline = self._keys.next_deadline()
-            if deadline is not None and deadline <= now:
-                self._expire(now)
-            if not self._accepting and now >= self._accept_resume:
-                self._accepting = True
-                self._poller.register(listener, _IN)
-            if now >= self._next_tick:
-                self._housekeeping(now)
-            if self._outbox:
-                self._flush_outbox()
-            while self._ready:
-                ready, self._ready = self._ready, []
-                for conn in ready:
-                    if conn in self._conns:
-                        self._process(conn)
+
+    def _chores(self, now: float, deadline: float | None) -> None:
+        """What the loop does between waits when there is something to do: expire parked
+        reads, resume accepting, housekeeping, replies from other threads, and requests
+        that were held back."""
+        if deadline is not None and deadline <= now:
+            self._expire(now)
+        if not self._accepting and now >= self._accept_resume:
+            self._accepting = True
+            self._poller.register(self._listener.fileno(), _IN)
+        if now >= self._next_tick:
+            self._housekeeping(now)
+        if self._outbox:
+            self._flush_outbox()
+        while self._ready:
+            ready, self._ready = self._ready, []
+            for conn in ready:
+                if conn in self._conns:
+                    self._process(conn)
 
     def _flush_outbox(self) -> None:
         with self._lock:
@@ -627,7 +640,11 @@ class StoreServer:
                 and U32.unpack_from(data)[0] == size
                 and conn.waiter is None
                 and not conn.out
-                and size <= self._frame_limit(conn)
+                # (what _frame_limit says: every frame limit is at least the handshake's)
+                and (
+                    size <= HANDSHAKE_FRAME_LIMIT
+                    or (conn.state == _READY and size <= self.limits.max_frame_size)
+                )
             ):
                 # The common case: one whole request (or handshake step) alone in this
                 # read, from an idle connection. Handled straight from the received
@@ -729,8 +746,12 @@ class StoreServer:
             if conn.state != _READY:
                 self._handshake(conn, payload)
             elif stats is None:
-                with self._lock:
+                lock = self._lock  # (acquire and release cost less than a with block)
+                lock.acquire()
+                try:
                     reply = self._dispatch(conn, payload)
+                finally:
+                    lock.release()
                 if reply is not None:
                     self._send(conn, reply)
             else:  # counted once the reply is on its way: the client waits for no count

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -27,6 +28,7 @@ from rdzv_core import (
     RendezvousParameters,
     StoreConnectionError,
     StoreError,
+    StoreTimeoutError,
     create_backend,
     create_handler,
 )
@@ -581,6 +583,26 @@ def test_two_thousand_concurrent_connections() -> None:
         for sock in sockets:
             sock.close()
         served.stop()
+
+
+def test_without_epoll_the_server_waits_with_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Systems without epoll (macOS, the BSDs) get poll(2), which takes milliseconds.
+    monkeypatch.delattr(select, "epoll")
+    server = StoreServer("127.0.0.1", 0).start()
+    try:
+        store = TCPStore("127.0.0.1", server.port, timeout=timedelta(seconds=5))
+        other = TCPStore("127.0.0.1", server.port, timeout=timedelta(seconds=5))
+        assert store.add("n", 2) == 2
+        began = time.monotonic()
+        with pytest.raises(StoreTimeoutError):
+            store.wait(["never"], timeout=0.3)
+        assert 0.25 < time.monotonic() - began < 2.0  # woken by its deadline, not a tick
+        threading.Timer(0.2, other.set, ("late", "v")).start()
+        assert store.get("late") == b"v"  # a parked read woken by another client's write
+        store.close()
+        other.close()
+    finally:
+        server.stop()
 
 
 def test_closed_store_and_bad_arguments(port: int) -> None:
