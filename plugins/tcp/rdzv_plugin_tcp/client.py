@@ -125,6 +125,15 @@ def _literal_family(host: str) -> int | None:
     return None
 
 
+def _key_field(key: str) -> bytes:
+    """``key`` as a request's length-prefixed field (a key that is not a str is a
+    TypeError)."""
+    if not isinstance(key, str):
+        check_key(key)
+    data = key.encode()
+    return _pack_u32(len(data)) + data
+
+
 def _millis(timeout: timedelta) -> int:
     return min(max(0, round(timeout.total_seconds() * 1000)), MAX_TIMEOUT_MS)
 
@@ -725,7 +734,8 @@ class TCPStore(Store):
         except IndexError:
             link = self._connect()
         self._busy.add(link)  # set.add and .discard are atomic under the GIL
-        liveness = self._timing()[1]
+        timing = self._timing_cache
+        liveness = (timing if timing[0] is self._timeout else self._timing())[1]
         greeting = link.greeting
         try:
             if greeting:
@@ -773,15 +783,13 @@ class TCPStore(Store):
 
     def set(self, key: str, value: Value) -> None:
         self._request(
-            _SET + field(check_key(key).encode()) + to_bytes(value),
+            _SET + _key_field(key) + to_bytes(value),
             what=f"set of key {key!r}",
         )
 
     def get(self, key: str) -> bytes:
         timeout, _, wait_field = self._timing()
-        reply = self._request(
-            _GET + field(check_key(key).encode()) + wait_field, timeout.total_seconds()
-        )
+        reply = self._request(_GET + _key_field(key) + wait_field, timeout.total_seconds())
         if reply[0] == TIMEOUT:
             raise timeout_error([key], timeout)
         return reply[1:]
@@ -791,19 +799,14 @@ class TCPStore(Store):
             raise TypeError(f"The amount to add must be an int, not {type(amount).__name__}.")
         if not _INT64_MIN <= amount < _INT64_END:
             amount = wrap_int64(amount)
-        reply = self._request(_ADD + field(check_key(key).encode()) + _pack_i64(amount))
+        reply = self._request(_ADD + _key_field(key) + _pack_i64(amount))
         if len(reply) != 9:
             raise self._malformed(reply)
         result: int = _unpack_i64(reply, 1)[0]
         return result
 
     def compare_set(self, key: str, expected: Value, desired: Value) -> bytes:
-        payload = (
-            _CAS
-            + field(check_key(key).encode())
-            + field(to_bytes(expected))
-            + field(to_bytes(desired))
-        )
+        payload = _CAS + _key_field(key) + field(to_bytes(expected)) + field(to_bytes(desired))
         return self._request(payload, what=f"compare_set of key {key!r}")[1:]
 
     def wait(self, keys: Sequence[str], timeout: timedelta | float | None = None) -> None:
@@ -823,7 +826,7 @@ class TCPStore(Store):
         return Reader(self._request(_CHECK + fields([k.encode() for k in names])), 1).u8() == 1
 
     def delete_key(self, key: str) -> bool:
-        return Reader(self._request(_DELETE + field(check_key(key).encode())), 1).u8() == 1
+        return Reader(self._request(_DELETE + _key_field(key)), 1).u8() == 1
 
     def num_keys(self) -> int:
         return Reader(self._request(_NUM_KEYS), 1).u64()
@@ -851,7 +854,7 @@ class TCPStore(Store):
 
     def append(self, key: str, value: Value) -> None:
         self._request(
-            _APPEND + field(check_key(key).encode()) + to_bytes(value),
+            _APPEND + _key_field(key) + to_bytes(value),
             what=f"append to key {key!r}",
         )
 
@@ -860,7 +863,7 @@ class TCPStore(Store):
 
     def queue_push(self, key: str, value: Value) -> None:
         self._request(
-            _QUEUE_PUSH + field(check_key(key).encode()) + to_bytes(value),
+            _QUEUE_PUSH + _key_field(key) + to_bytes(value),
             what=f"queue_push to queue {key!r}",
         )
 
@@ -870,7 +873,7 @@ class TCPStore(Store):
         limit = as_timeout(timeout, self.timeout)
         payload = (
             _QUEUE_POP
-            + field(check_key(key).encode())
+            + _key_field(key)
             + (b"\x01" if block else b"\x00")
             + U64.pack(_millis(limit))
         )
@@ -880,7 +883,7 @@ class TCPStore(Store):
         return reply[1:]
 
     def queue_len(self, key: str) -> int:
-        return Reader(self._request(_QUEUE_LEN + field(check_key(key).encode())), 1).u64()
+        return Reader(self._request(_QUEUE_LEN + _key_field(key)), 1).u64()
 
     def close(self) -> None:
         with self._lock:
