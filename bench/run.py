@@ -23,6 +23,7 @@ import scale  # noqa: E402
 import soak  # noqa: E402
 import store_load  # noqa: E402
 import store_scale  # noqa: E402
+import tcp_floor  # noqa: E402
 import tcp_latency  # noqa: E402
 import torch_view  # noqa: E402
 import torchrun  # noqa: E402
@@ -45,6 +46,7 @@ def main() -> None:
         f"UTC, Python {platform.python_version()}, {os.cpu_count()} cores\n",
         import_time.main(),
         tcp_latency.main(),
+        tcp_floor.main(),
         torch_view.main(),
         file_store.main(),
         etcd_latency.main(),
