@@ -43,6 +43,7 @@ PUBLIC_MODULES = {
         "rdzv_core.storekit",
         "rdzv_core.testing",
         "rdzv_core.testing.tls",
+        "rdzv_core.testing.children",
     ],
     "rdzv-plugin-tcp": ["rdzv_plugin_tcp"],
     "rdzv-plugin-file": ["rdzv_plugin_file"],

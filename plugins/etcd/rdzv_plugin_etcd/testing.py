@@ -17,6 +17,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
+from rdzv_core.testing.children import log_tail, port_was_taken, spawn_logged
 from rdzv_core.testing.tls import TLSFiles, make_tls_files
 
 __all__ = [
@@ -34,6 +35,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+#: Tries with fresh ports when a member finds a port taken between choosing and binding it.
+_START_ATTEMPTS = 3
 
 
 def _binary() -> str:
@@ -83,12 +88,24 @@ class Etcd:
         command = list(self.command)
         if existing and not wipe:
             command[command.index("new")] = "existing"
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = spawn_logged(command, self.data + ".log")
 
     def stop(self) -> None:
-        """Kill it, reap it and delete its data."""
+        """Kill it, reap it and delete its data and log."""
         self.kill()
         shutil.rmtree(self.data, ignore_errors=True)
+        try:
+            os.remove(self.data + ".log")
+        except FileNotFoundError:
+            pass
+
+    def log_tail(self, size: int = 2000) -> str:
+        """The end of what it logged (errors only), kept in ``<data>.log``."""
+        return log_tail(self.data + ".log", size)
+
+    def port_taken(self) -> bool:
+        """Whether it exited because another process held one of its ports."""
+        return port_was_taken(self.proc, self.data + ".log")
 
     def status(self, timeout: float = 1.0) -> dict[str, object] | None:
         """etcd's maintenance status of this member (None if it does not answer)."""
@@ -114,7 +131,10 @@ class Etcd:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"etcd {self.name} exited with status {self.proc.returncode}")
+                raise RuntimeError(
+                    f"etcd {self.name} exited with status {self.proc.returncode}: "
+                    f"{self.log_tail() or 'it logged nothing'}"
+                )
             if self.healthy():
                 return
             time.sleep(0.02)
@@ -156,18 +176,22 @@ def _member_command(
 def start_etcd(timeout: float = 30.0, tls: TLSFiles | None = None) -> Etcd:
     """A new single-member etcd on free loopback ports, healthy (fast election: ready in
     ~0.05 s). With ``tls``, clients must speak HTTPS and present a certificate signed by
-    ``tls.ca``."""
-    client, peer = free_port(), free_port()
-    data = tempfile.mkdtemp(prefix="rdzv-etcd-")
-    command = _member_command("n1", data, client, peer, f"n1=http://127.0.0.1:{peer}", tls, 10, 100)
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    etcd = Etcd(proc, client, data, "n1", command, tls)
-    try:
-        etcd.wait_healthy(timeout)
-    except RuntimeError:
-        etcd.stop()
-        raise
-    return etcd
+    ``tls.ca``. A port taken between choosing and binding it is retried on fresh ones."""
+    for attempt in range(_START_ATTEMPTS):
+        client, peer = free_port(), free_port()
+        data = tempfile.mkdtemp(prefix="rdzv-etcd-")
+        cluster = f"n1=http://127.0.0.1:{peer}"
+        command = _member_command("n1", data, client, peer, cluster, tls, 10, 100)
+        etcd = Etcd(spawn_logged(command, data + ".log"), client, data, "n1", command, tls)
+        try:
+            etcd.wait_healthy(timeout)
+            return etcd
+        except RuntimeError:
+            retry = etcd.port_taken() and attempt + 1 < _START_ATTEMPTS
+            etcd.stop()
+            if not retry:
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -214,21 +238,27 @@ class EtcdCluster:
 def start_etcd_cluster(
     size: int = 3, *, heartbeat_ms: int = 50, election_ms: int = 500, timeout: float = 30.0
 ) -> EtcdCluster:
-    """``size`` members on free loopback ports, healthy and with a leader."""
-    ports = [(free_port(), free_port()) for _ in range(size)]
-    cluster = ",".join(f"n{i + 1}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(ports))
-    members = []
-    for i, (client, peer) in enumerate(ports):
-        name, data = f"n{i + 1}", tempfile.mkdtemp(prefix=f"rdzv-etcd-n{i + 1}-")
-        command = _member_command(
-            name, data, client, peer, cluster, None, heartbeat_ms, election_ms
-        )
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        members.append(Etcd(proc, client, data, name, command))
-    result = EtcdCluster(members, election_ms)
-    try:
-        result.wait_healthy(timeout)
-    except RuntimeError:
-        result.stop()
-        raise
-    return result
+    """``size`` members on free loopback ports, healthy and with a leader. A port taken
+    between choosing and binding it is retried on fresh ones."""
+    for attempt in range(_START_ATTEMPTS):
+        ports = [(free_port(), free_port()) for _ in range(size)]
+        cluster = ",".join(f"n{i + 1}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(ports))
+        members = []
+        for i, (client, peer) in enumerate(ports):
+            name, data = f"n{i + 1}", tempfile.mkdtemp(prefix=f"rdzv-etcd-n{i + 1}-")
+            command = _member_command(
+                name, data, client, peer, cluster, None, heartbeat_ms, election_ms
+            )
+            members.append(Etcd(spawn_logged(command, data + ".log"), client, data, name, command))
+        result = EtcdCluster(members, election_ms)
+        try:
+            for member in members:  # every one: a member that died at start is an error here
+                member.wait_healthy(timeout)
+            result.leader(timeout)
+            return result
+        except RuntimeError:
+            retry = any(m.port_taken() for m in members) and attempt + 1 < _START_ATTEMPTS
+            result.stop()
+            if not retry:
+                raise
+    raise AssertionError("unreachable")

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from rdzv_core.testing.children import log_tail, port_was_taken, spawn_logged
 from rdzv_core.testing.tls import TLSFiles, make_tls_files
 
 __all__ = [
@@ -40,6 +43,10 @@ def _binary(name: str) -> str:
     if not found:
         raise RuntimeError(f"{name} is not installed (Debian: apt-get install redis-server)")
     return found
+
+
+#: Tries with a fresh port when a server finds its port taken between choosing and binding it.
+_START_ATTEMPTS = 3
 
 
 def _until(ready: Callable[[], bool], timeout: float, what: str) -> None:
@@ -78,25 +85,48 @@ class RedisServer:
 
     def restart(self, *extra: str) -> None:
         self.kill()
-        self.proc = subprocess.Popen(
-            [*self.command, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.proc = spawn_logged([*self.command, *extra], self.data + ".log")
         self.wait_ready()
 
     def stop(self) -> None:
+        """Kill it, reap it and delete its data and log."""
         self.kill()
         shutil.rmtree(self.data, ignore_errors=True)
+        try:
+            os.remove(self.data + ".log")
+        except FileNotFoundError:
+            pass
+
+    def log_tail(self, size: int = 2000) -> str:
+        """The end of what it logged, kept in ``<data>.log``."""
+        return log_tail(self.data + ".log", size)
+
+    def port_taken(self) -> bool:
+        """Whether it exited because another process held its port."""
+        return port_was_taken(self.proc, self.data + ".log")
 
     def redis(self) -> redis.Redis:
         """A plain redis-py client of this server."""
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, **self.client)  # type: ignore[arg-type]
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        probe = self.redis()
+        # Each ping is short and never retried: a port someone else holds may accept and
+        # never answer, and the loop must see the server exit meanwhile.
+        probe = redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),
+            **self.client,  # type: ignore[arg-type]
+        )
 
         def ready() -> bool:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server on port {self.port} exited")
+                raise RuntimeError(
+                    f"redis-server on port {self.port} exited: "
+                    f"{self.log_tail()[-500:] or 'it logged nothing'}"
+                )
             try:
                 return bool(probe.ping())
             except redis.exceptions.RedisError:
@@ -108,16 +138,38 @@ class RedisServer:
             probe.close()
 
 
-def _spawn(args: list[str], port: int, data: str, **kwargs: object) -> RedisServer:
-    command = [_binary("redis-server"), *args]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = RedisServer(port, proc, data, command=command, **kwargs)  # type: ignore[arg-type]
-    try:
-        server.wait_ready()
-    except RuntimeError:
-        server.stop()
-        raise
-    return server
+def _spawn(
+    args_for: Callable[[int], list[str]],
+    data: str,
+    tls: TLSFiles | None = None,
+    client: dict[str, object] | None = None,
+) -> RedisServer:
+    """A redis-server started with ``args_for(port)`` on a free port, answering; a port
+    taken between choosing and binding it is retried on a fresh one."""
+    for attempt in range(_START_ATTEMPTS):
+        port = free_port()
+        command = [_binary("redis-server"), *args_for(port)]
+        proc = spawn_logged(command, data + ".log")
+        server = RedisServer(port, proc, data, tls, client or {}, command)
+        try:
+            server.wait_ready()
+            return server
+        except RuntimeError:
+            if not (server.port_taken() and attempt + 1 < _START_ATTEMPTS):
+                server.stop()
+                raise
+            server.kill()
+    raise AssertionError("unreachable")
+
+
+def _with_port(args: list[str], bus: bool = False) -> Callable[[int], list[str]]:
+    """``args`` with ``--port`` (and, with ``bus``, a free ``--cluster-port``) added."""
+
+    def args_for(port: int) -> list[str]:
+        bus_port = ["--cluster-port", str(free_port())] if bus else []
+        return [*args, "--port", str(port), *bus_port]
+
+    return args_for
 
 
 def start_redis(
@@ -126,23 +178,20 @@ def start_redis(
     """Start redis-server without persistence; with ``password``, an ACL user ``rdzv``
     needs it (and the default user is off); with ``tls``, only a TLS port is open."""
     data = tempfile.mkdtemp(prefix="rdzv-redis-")
-    port = free_port()
     args = ["--bind", "127.0.0.1", "--dir", data, "--save", "", "--appendonly", "no"]
     client: dict[str, object] = {}
-    files = None
-    if tls:
-        files = make_tls_files(data)
-        args += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", files.server_cert,
+    files = make_tls_files(data) if tls else None
+    if files:
+        args += ["--port", "0", "--tls-cert-file", files.server_cert,
                  "--tls-key-file", files.server_key, "--tls-ca-cert-file", files.ca,
                  "--tls-auth-clients", "optional"]  # fmt: skip
         client.update(ssl=True, ssl_ca_certs=files.ca)
-    else:
-        args += ["--port", str(port)]
     if password:
         args += ["--user", "default", "off"]
         args += ["--user", "rdzv", "on", f">{password}", "~*", "&*", "+@all"]
         client.update(username="rdzv", password=password)
-    return _spawn([*args, *extra], port, data, tls=files, client=client)
+    listen = "--tls-port" if files else "--port"
+    return _spawn(lambda port: [*args, listen, str(port), *extra], data, tls=files, client=client)
 
 
 @dataclass
@@ -221,22 +270,22 @@ def start_sentinel_group(service: str = "rdzv-test") -> SentinelGroup:
     sentinels: list[RedisServer] = []
     try:
         for i in range(2):
-            data, port = tempfile.mkdtemp(prefix="rdzv-redis-"), free_port()
-            args = [*base, "--port", str(port), "--dir", data]
+            data = tempfile.mkdtemp(prefix="rdzv-redis-")
+            args = [*base, "--dir", data]
             if i:
                 args += ["--replicaof", "127.0.0.1", str(servers[0].port)]
-            servers.append(_spawn(args, port, data))
+            servers.append(_spawn(_with_port(args), data))
         for _ in range(3):
-            data, port = tempfile.mkdtemp(prefix="rdzv-sentinel-"), free_port()
+            data = tempfile.mkdtemp(prefix="rdzv-sentinel-")
             conf = os.path.join(data, "sentinel.conf")
             with open(conf, "w") as f:  # Sentinel rewrites its config: a file of its own
                 f.write(
-                    f"port {port}\nbind 127.0.0.1\ndir {data}\n"
+                    f"bind 127.0.0.1\ndir {data}\n"
                     f"sentinel monitor {service} 127.0.0.1 {servers[0].port} 2\n"
                     f"sentinel down-after-milliseconds {service} 500\n"
                     f"sentinel failover-timeout {service} 3000\n"
                 )
-            sentinels.append(_spawn([conf, "--sentinel"], port, data))
+            sentinels.append(_spawn(_with_port([conf, "--sentinel"]), data))
         group = SentinelGroup(servers, sentinels, service)
         group.wait_replicated()
         return group
@@ -267,13 +316,13 @@ def start_redis_cluster(masters: int = 3, *, assign_slots: bool = True) -> Redis
     nodes: list[RedisServer] = []
     try:
         for _ in range(masters):
-            data, port = tempfile.mkdtemp(prefix="rdzv-redis-cluster-"), free_port()
-            args = ["--bind", "127.0.0.1", "--port", str(port), "--dir", data, "--save", "",
+            data = tempfile.mkdtemp(prefix="rdzv-redis-cluster-")
+            args = ["--bind", "127.0.0.1", "--dir", data, "--save", "",
                     "--appendonly", "no", "--cluster-enabled", "yes",
                     "--cluster-config-file", os.path.join(data, "nodes.conf"),
-                    "--cluster-node-timeout", "2000",
-                    "--cluster-port", str(free_port())]  # not port + 10000: maybe taken  # fmt: skip
-            nodes.append(_spawn(args, port, data))
+                    "--cluster-node-timeout", "2000"]  # fmt: skip
+            # The bus port is a free one, not port + 10000, which may be taken.
+            nodes.append(_spawn(_with_port(args, bus=True), data))
         if assign_slots:
             subprocess.run(
                 [_binary("redis-cli"), "--cluster", "create",
