@@ -15,6 +15,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -81,6 +82,11 @@ _MAX_IOV = 512  # chunks per sendmsg
 #: mode they are accepted in, which saves a system call per connection), never SIGPIPE.
 _NO_WAIT = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 _TICK = 1.0  # housekeeping interval: deadlines, accept back-off, log summaries
+_MAX_ACCEPTS = 256  # connections accepted per wake-up, at most
+#: Linux's TCP_INFO on a listener: ``tcpi_unacked`` (a u32 at this offset) is the number of
+#: connections waiting to be accepted.
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_QUEUED_AT, _QUEUED = 24, struct.Struct("@I")
 _MAX_REFUSING = 64  # connections being told "server full" at once; more are just closed
 _ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _IN, _OUT, _BROKEN = select.POLLIN, select.POLLOUT, select.POLLERR | select.POLLHUP
@@ -506,7 +512,7 @@ class StoreServer:
         # The listener's own accept, wrapped here: socket.accept() would also read the
         # listener's family and type as enums for every connection.
         accept, family = self._listener._accept, self._listener.family  # type: ignore[attr-defined]
-        for _ in range(256):  # bounded, so one busy listener cannot starve the clients
+        for _ in range(self._waiting_connections()):
             try:
                 fd, address = accept()
                 sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
@@ -534,6 +540,22 @@ class StoreServer:
             except OSError as e:  # the peer vanished already
                 sock.close()
                 self._logs.warning("could not set up a new connection: %s", e)
+
+    def _waiting_connections(self) -> int:
+        """How many connections to accept now: as many as wait, where the system says
+        (so the last accept does not fail only to say there are no more: an exception
+        that costs more than the handshake, paid by every connection that comes alone),
+        at most _MAX_ACCEPTS so that one busy listener cannot starve the clients (the
+        listener stays readable while any wait: the loop comes back)."""
+        if _TCP_INFO is None:
+            return _MAX_ACCEPTS
+        try:
+            info = self._listener.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _QUEUED_AT + 4)
+            queued: int = _QUEUED.unpack_from(info, _QUEUED_AT)[0]
+        except (OSError, struct.error):  # not Linux's TCP_INFO after all
+            return _MAX_ACCEPTS
+        # None waiting, though the listener woke us: do not trust the count.
+        return min(queued, _MAX_ACCEPTS) if queued else _MAX_ACCEPTS
 
     def _admit(self, sock: socket.socket, address: Any) -> None:
         if sock.gettimeout() is not None:  # socket.setdefaulttimeout() was called

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import rdzv_plugin_tcp
+import rdzv_plugin_tcp.server
 from rdzv_plugin_tcp import AuthenticationError, StoreServer, TCPStore
 from rdzv_plugin_tcp.protocol import ADD, GET, MAGIC, SET, VERSION, field
 from tcp_helpers import Relay, Served, frame, read_frame, wait_until
@@ -583,6 +584,31 @@ def test_two_thousand_concurrent_connections() -> None:
         for sock in sockets:
             sock.close()
         served.stop()
+
+
+@pytest.mark.parametrize("queue_known", [True, False], ids=["linux-queue-length", "no-tcp-info"])
+def test_one_wake_up_accepts_every_waiting_connection_up_to_256(
+    monkeypatch: pytest.MonkeyPatch, queue_known: bool
+) -> None:
+    if not queue_known:  # as where TCP_INFO does not give a listener's queue
+        monkeypatch.setattr(rdzv_plugin_tcp.server, "_TCP_INFO", None)
+    server = StoreServer("127.0.0.1", 0)  # not started: its accepts are driven here
+    clients = []
+    try:
+        server._accept()  # nobody waits: nothing happens
+        assert server.connection_count == 0
+        clients += [socket.create_connection(("127.0.0.1", server.port)) for _ in range(300)]
+        server._accept()
+        assert server.connection_count == 256  # the rest wait for the next wake-up
+        server._accept()
+        assert server.connection_count == 300
+        clients.append(socket.create_connection(("127.0.0.1", server.port)))
+        server._accept()  # one alone
+        assert server.connection_count == 301
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
 
 
 def test_without_epoll_the_server_waits_with_poll(monkeypatch: pytest.MonkeyPatch) -> None:
