@@ -4,9 +4,10 @@ whose end explains a failed start."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 
-__all__ = ["log_tail", "port_was_taken", "spawn_logged"]
+__all__ = ["delete_data", "log_tail", "port_was_taken", "spawn_logged"]
 
 
 def spawn_logged(command: list[str], log: str) -> subprocess.Popen[bytes]:
@@ -30,3 +31,12 @@ def port_was_taken(proc: subprocess.Popen[bytes], log: str) -> bool:
     """Whether the child has exited because another process held a port it was to listen
     on (it logged "address already in use"): worth starting again on fresh ports."""
     return proc.poll() is not None and "address already in use" in log_tail(log).lower()
+
+
+def delete_data(data: str) -> None:
+    """Delete a child's data directory ``data`` and its log ``<data>.log``, if there."""
+    shutil.rmtree(data, ignore_errors=True)
+    try:
+        os.remove(data + ".log")
+    except FileNotFoundError:
+        pass

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
-from rdzv_core.testing.children import log_tail, port_was_taken, spawn_logged
+from rdzv_core.testing.children import delete_data, log_tail, port_was_taken, spawn_logged
 from rdzv_core.testing.tls import TLSFiles, make_tls_files
 
 __all__ = [
@@ -93,11 +93,7 @@ class Etcd:
     def stop(self) -> None:
         """Kill it, reap it and delete its data and log."""
         self.kill()
-        shutil.rmtree(self.data, ignore_errors=True)
-        try:
-            os.remove(self.data + ".log")
-        except FileNotFoundError:
-            pass
+        delete_data(self.data)
 
     def log_tail(self, size: int = 2000) -> str:
         """The end of what it logged (errors only), kept in ``<data>.log``."""

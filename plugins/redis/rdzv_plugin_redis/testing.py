@@ -18,7 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from rdzv_core.testing.children import log_tail, port_was_taken, spawn_logged
+from rdzv_core.testing.children import delete_data, log_tail, port_was_taken, spawn_logged
 from rdzv_core.testing.tls import TLSFiles, make_tls_files
 
 __all__ = [
@@ -91,11 +91,7 @@ class RedisServer:
     def stop(self) -> None:
         """Kill it, reap it and delete its data and log."""
         self.kill()
-        shutil.rmtree(self.data, ignore_errors=True)
-        try:
-            os.remove(self.data + ".log")
-        except FileNotFoundError:
-            pass
+        delete_data(self.data)
 
     def log_tail(self, size: int = 2000) -> str:
         """The end of what it logged, kept in ``<data>.log``."""
