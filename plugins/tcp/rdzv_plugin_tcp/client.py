@@ -583,18 +583,16 @@ class TCPStore(Store):
             return
         assert self._token is not None
         link.send(answer(self._token, nonce), timeout)
+        failure: Exception | None = None
         try:
             reply = link.receive_by(deadline)
-        except (OSError, _Silent) as e:
-            raise AuthenticationError(
-                f"Authentication failed for the TCP store at {link.where}: the server rejected "
-                "the token."
-            ) from e
+        except (OSError, _Silent) as e:  # the server closes the link on a wrong token
+            reply, failure = b"", e
         if reply[:1] != bytes([OK]):
             raise AuthenticationError(
                 f"Authentication failed for the TCP store at {link.where}: the server rejected "
                 "the token."
-            )
+            ) from failure
 
     def _check_hello(self, link: _Link, hello: bytes) -> bytes | None:
         """Check the server's answer to the hello; the nonce to answer when it demands a
