@@ -810,8 +810,13 @@ class StoreServer:
         self._send(conn, [bytes([VALUE_ERROR]) + message.encode()])
 
     def _send(self, conn: _Conn, chunks: list[bytes]) -> None:
-        """Queue one reply (its payload in ``chunks``) and send what the socket takes now."""
-        size = sum(map(len, chunks))
+        """Queue one reply (its payload in ``chunks``) and send what the socket takes now.
+
+        Most replies are one small chunk: they take the fewest steps, since every step
+        between the loop's wake-up and the send delays the reply (measured: a ``sum``, a
+        ``map`` and a ``join`` more cost over a microsecond per request here).
+        """
+        size = len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
         if self.stats is not None:
             self.stats.bytes_out += size + 4
         head = U32.pack(size)
@@ -820,7 +825,7 @@ class StoreServer:
         elif conn.out or conn.holding:
             parts = [head + b"".join(chunks)]
         else:  # the common case: a small reply to an idle socket, sent at once
-            data = head + b"".join(chunks)
+            data = head + chunks[0] if len(chunks) == 1 else head + b"".join(chunks)
             try:
                 sent = conn.sock.send(data, _NO_WAIT)
             except (BlockingIOError, InterruptedError):
