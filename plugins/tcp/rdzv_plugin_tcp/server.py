@@ -945,7 +945,7 @@ class StoreServer:
             key, timeout_ms = key_and_int(payload, U64)
             value = keys.get(key)
             if value is not None:
-                return [b"\x00", value]
+                return _ok(value)
             self._park(conn, GET, [key], timeout_ms)
             return None
         if op == SET:
@@ -965,7 +965,7 @@ class StoreServer:
             expected = r.field()
             desired = r.field()
             r.end()
-            return [b"\x00", keys.compare_set(key, expected, desired)]
+            return _ok(keys.compare_set(key, expected, desired))
         if op in (WAIT, MULTI_GET):
             wanted = r.fields()
             timeout_ms = r.u64()
@@ -1020,7 +1020,7 @@ class StoreServer:
             r.end()
             item = keys.pop(queue)
             if item is not None:
-                return [b"\x00", item]
+                return _ok(item)
             if not block:
                 return [bytes([TIMEOUT])]
             self._park(conn, QUEUE_POP, [queue], timeout_ms)
@@ -1038,7 +1038,7 @@ class StoreServer:
     def _answer(self, op: int, keys: list[bytes]) -> list[bytes]:
         """The reply to a wait, get or multi_get whose keys are all present."""
         if op == GET:
-            return [b"\x00", *self._keys.values(keys)]
+            return _ok(self._keys.values(keys)[0])
         if op == MULTI_GET:
             values = self._keys.values(keys)
             return self._value_list_reply(values, "multi_get reply", "; read fewer keys at a time")
@@ -1123,7 +1123,7 @@ class StoreServer:
         # connection's later requests cannot overtake it
         if waiter.pops:
             assert waiter.item is not None
-            self._out(conn, [b"\x00", waiter.item])
+            self._out(conn, _ok(waiter.item))
         else:
             self._out(conn, self._answer(waiter.op, waiter.keys))
 
@@ -1134,6 +1134,12 @@ class StoreServer:
                     conn.waiter = None
                     self._send(conn, [bytes([TIMEOUT])])
                     self._ready.append(conn)
+
+
+def _ok(value: bytes) -> list[bytes]:
+    """The OK reply carrying ``value``: one chunk when small (a one-chunk reply takes the
+    fewest steps to send), else the value apart, never copied."""
+    return [b"\x00" + value] if len(value) < _SMALL_REPLY else [b"\x00", value]
 
 
 def _value_list(values: list[bytes]) -> list[bytes]:
