@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -526,6 +526,34 @@ def test_frame_limit_is_configurable(port: int) -> None:
         assert host.get("small") == b"x" * 1000
     finally:
         host.close()
+
+
+@pytest.mark.parametrize("size", [0, 16 * 1024 - 2, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1])
+def test_values_either_side_of_the_one_chunk_reply_size_arrive_whole(port: int, size: int) -> None:
+    """The server copies a small value into its reply and sends a big one apart: from a
+    get, a compare_set, a woken get and a queue pop, the value arrives whole either way."""
+    with StoreServer("127.0.0.1", port).start() as server:
+        writer, reader = TCPStore("127.0.0.1", port), TCPStore("127.0.0.1", port)
+        value = os.urandom(size)
+        writer.set("v", value)
+        assert reader.get("v") == value
+        assert reader.compare_set("v", b"not it", b"ignored") == value
+        writer.queue_push("q", value)
+        assert reader.queue_pop("q") == value
+
+        def woken_by(read: Callable[[], bytes], write: Callable[[], object]) -> list[bytes]:
+            got: list[bytes] = []
+            waiter = threading.Thread(target=lambda: got.append(read()))
+            waiter.start()
+            assert wait_until(lambda: server.keyspace_sizes()[2] == 1, 10)
+            write()
+            waiter.join(10)
+            return got
+
+        got = woken_by(lambda: reader.get("later"), lambda: writer.set("later", value))
+        assert got == [value]
+        popped = woken_by(lambda: reader.queue_pop("q"), lambda: writer.queue_push("q", value))
+        assert popped == [value]
 
 
 @pytest.mark.parametrize("default_timeout", [None, 30.0])
