@@ -78,6 +78,7 @@ _OUT_HIGH_WATER = 4 * 1024 * 1024  # stop taking requests while this much is uns
 _HELD_INPUT_LIMIT = 1024 * 1024  # input kept while a connection's requests are held
 _SMALL_REPLY = 16 * 1024  # replies up to this size are copied into one buffer
 _MAX_IOV = 512  # chunks per sendmsg
+_HELLO_HEAD = U32.pack(5)  # a hello's frame header: "RDZV" and the version byte follow
 #: Every receive and send on a connection: never block (connections keep the blocking
 #: mode they are accepted in, which saves a system call per connection), never SIGPIPE.
 _NO_WAIT = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
@@ -169,6 +170,7 @@ class _Conn:
         "events",
         "fd",
         "frame_started",
+        "hello_answer",
         "holding",
         "nonce",
         "out",
@@ -200,6 +202,7 @@ class _Conn:
         self.frame_started = 0.0
         self.send_progress = 0.0
         self.holding = False  # the hello's answer waits to leave with the next reply
+        self.hello_answer = b""  # that answer, framed, once made
 
     def held(self) -> bool:
         """Whether new requests must wait (a parked read, or too many unsent replies)."""
@@ -611,8 +614,6 @@ class StoreServer:
         self._resume_paused()
 
     def _set_events(self, conn: _Conn) -> None:
-        if conn.holding:
-            return  # set when the held answer goes out
         want = 0
         if conn.out:
             want |= _OUT
@@ -674,6 +675,8 @@ class StoreServer:
                 if self._handle_safely(conn, data[4:]) and conn.out:
                     self._set_events(conn)
                 return
+            if conn.state == _HELLO and self._hello_and_request(conn, data):
+                return
             conn.frame_started = time.monotonic()
         conn.rbuf += data
         self._buffered += len(data)
@@ -702,12 +705,43 @@ class StoreServer:
         try:
             self._process_frames(conn)
         finally:
-            if conn.holding:  # no reply followed the hello's answer in this batch
-                conn.holding = False
-                if conn in self._conns:
-                    self._flush(conn)
+            self._end_hold(conn)
         if conn in self._conns:
             self._set_events(conn)
+
+    def _hello_and_request(self, conn: _Conn, data: bytes) -> bool:
+        """A new connection's usual first read, its hello and one whole request, handled
+        straight from the received bytes and answered in one send. False, with nothing
+        done, for a read of any other shape (the buffered path takes it)."""
+        start = len(_HELLO_HEAD) + 5  # where the request's frame starts
+        size = len(data) - start - 4
+        if size <= 0 or data[:4] != _HELLO_HEAD or U32.unpack_from(data, start)[0] != size:
+            return False
+        conn.holding = True
+        try:
+            # What _process_frames does with these two frames.
+            if not self._handle_safely(conn, data[4:start]) or conn.closing:
+                return True
+            if size > self._frame_limit(conn):
+                if conn.state != _READY:
+                    self._close(conn, "bad handshake (not an rdzv tcp client?)")
+                else:
+                    self._oversized(conn, data[start + 4 : start + 68], size)
+            else:
+                self._handle_safely(conn, data[start + 4 :])
+        finally:
+            self._end_hold(conn)
+        if conn in self._conns and conn.out:
+            self._set_events(conn)
+        return True
+
+    def _end_hold(self, conn: _Conn) -> None:
+        """Send the hello's answer if it is still held (no reply followed it)."""
+        if conn.holding:
+            conn.holding = False
+            held, conn.hello_answer = conn.hello_answer, b""
+            if held and conn in self._conns:
+                self._write(conn, held)
 
     def _process_frames(self, conn: _Conn) -> None:
         buf = conn.rbuf
@@ -820,35 +854,43 @@ class StoreServer:
         if self.stats is not None:
             self.stats.bytes_out += size + 4
         head = U32.pack(size)
+        if conn.holding:
+            if not conn.hello_answer:  # held for the reply to come
+                conn.hello_answer = head + b"".join(chunks)
+                return
+            conn.holding = False  # the reply it waited for: both go in one send
+            head, conn.hello_answer = conn.hello_answer + head, b""
         if size > _SMALL_REPLY:
-            parts: list[bytes | memoryview] = [head, *chunks]
-        elif conn.out or conn.holding:
-            parts = [head + b"".join(chunks)]
-        else:  # the common case: a small reply to an idle socket, sent at once
-            data = head + chunks[0] if len(chunks) == 1 else head + b"".join(chunks)
-            try:
-                sent = conn.sock.send(data, _NO_WAIT)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as e:
-                self._close(conn, None if isinstance(e, ConnectionError) else f"send failed: {e}")
-                return
-            if sent == len(data):
-                if conn.closing:
-                    self._close(conn, None, quiet=True)
-                return
-            parts = [memoryview(data)[sent:]]
+            self._queue(conn, [head, *chunks])
+        else:
+            self._write(conn, head + chunks[0] if len(chunks) == 1 else head + b"".join(chunks))
+
+    def _write(self, conn: _Conn, data: bytes) -> None:
+        """Send ``data`` (whole frames) now, queuing what the socket does not take."""
+        if conn.out:
+            self._queue(conn, [data])
+            return
+        try:
+            sent = conn.sock.send(data, _NO_WAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as e:
+            self._close(conn, None if isinstance(e, ConnectionError) else f"send failed: {e}")
+            return
+        if sent == len(data):
+            if conn.closing:
+                self._close(conn, None, quiet=True)
+            return
+        self._queue(conn, [memoryview(data)[sent:]])
+
+    def _queue(self, conn: _Conn, parts: list[bytes | memoryview]) -> None:
+        """Append ``parts`` to what ``conn`` has to send, and send what the socket takes."""
         if not conn.out:
             conn.send_progress = time.monotonic()
         for part in parts:
             conn.out.append(part)
             conn.out_size += len(part)
-        if conn.holding:
-            if len(conn.out) == len(parts):
-                return  # the hello's answer, held for the reply to come
-            conn.holding = False  # the reply it waited for: both go now
-            self._flush(conn)
-        elif len(conn.out) == len(parts):
+        if len(conn.out) == len(parts):
             self._flush(conn)
 
     def _flush(self, conn: _Conn) -> None:

@@ -20,8 +20,17 @@ from pathlib import Path
 import pytest
 import rdzv_plugin_tcp
 import rdzv_plugin_tcp.server
-from rdzv_plugin_tcp import AuthenticationError, StoreServer, TCPStore
-from rdzv_plugin_tcp.protocol import ADD, GET, MAGIC, SET, VERSION, field
+from rdzv_plugin_tcp import AuthenticationError, ServerLimits, StoreServer, TCPStore
+from rdzv_plugin_tcp.protocol import (
+    ADD,
+    FAILED,
+    GET,
+    MAGIC,
+    SET,
+    VALUE_ERROR,
+    VERSION,
+    field,
+)
 from tcp_helpers import Relay, Served, frame, read_frame, wait_until
 
 from rdzv_core import (
@@ -427,6 +436,68 @@ def test_requests_get_the_same_replies_however_their_bytes_arrive(port: int, del
                 replies.append(read_frame(sock))
         assert replies == expected
         sock.close()
+    finally:
+        server.stop()
+
+
+FIRST_REQUESTS = {
+    "add": frame(bytes([ADD]) + field(b"n") + struct.pack(">q", 5)),
+    "oversized set": frame(bytes([SET]) + field(b"k") + bytes(2000)),
+    "parked get": frame(bytes([GET]) + field(b"later") + struct.pack(">Q", 30_000)),
+    "no token given": frame(bytes([ADD]) + field(b"n") + struct.pack(">q", 5)),
+    "bad handshake": frame(bytes(100)),
+    "unknown version": frame(bytes([ADD]) + field(b"n") + struct.pack(">q", 5)),
+}
+
+
+@pytest.mark.parametrize("delivery", ["one write", "apart"])
+@pytest.mark.parametrize("case", list(FIRST_REQUESTS))
+def test_a_first_request_right_behind_the_hello(
+    port: int, case: str, delivery: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client may send its first request in the same write as its hello: the server takes
+    both straight from that read and answers both in one send. Sent apart, each takes the
+    usual path. The answers are the same either way, refusals and errors included."""
+    token = b"secret" if case in ("no token given", "bad handshake") else None
+    limits = ServerLimits(max_frame_size=1024) if case == "oversized set" else None
+    version = 99 if case == "unknown version" else VERSION
+    server = StoreServer("127.0.0.1", port, auth_token=token, limits=limits).start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        hello, request = frame(MAGIC + bytes([version])), FIRST_REQUESTS[case]
+        with caplog.at_level(logging.WARNING, logger="rdzv_plugin_tcp.server"):
+            if delivery == "one write":
+                sock.sendall(hello + request)
+            else:
+                sock.sendall(hello)
+                time.sleep(0.05)  # read by the server on its own
+                sock.sendall(request)
+            if case == "bad handshake":
+                assert closed_by_server(sock)
+                assert "bad handshake" in caplog.text
+                return
+            answer = read_frame(sock)
+            if case == "unknown version":
+                assert answer[:1] == bytes([FAILED]) and b"protocol version 99" in answer
+                assert closed_by_server(sock)
+                return
+            assert answer[:4] == MAGIC and answer[5] == (token is not None)
+            if case == "parked get":  # the hello's answer did not wait for the get's
+                TCPStore("127.0.0.1", port).set("later", "now")
+                assert read_frame(sock) == b"\x00now"
+            elif case == "no token given":
+                assert (
+                    read_frame(sock) == bytes([FAILED]) + b"authentication failed: no token given"
+                )
+                assert closed_by_server(sock)
+                return
+            elif case == "oversized set":
+                reply = read_frame(sock)
+                assert reply[:1] == bytes([VALUE_ERROR]) and b"limit of 1024 bytes" in reply
+            else:
+                assert read_frame(sock) == b"\x00" + struct.pack(">q", 5)
+            sock.sendall(FIRST_REQUESTS["add"])  # the connection is still usable
+            assert read_frame(sock)[:1] == b"\x00"
     finally:
         server.stop()
 
