@@ -463,9 +463,11 @@ def test_a_first_request_right_behind_the_hello(
     version = 99 if case == "unknown version" else VERSION
     server = StoreServer("127.0.0.1", port, auth_token=token, limits=limits).start()
     try:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         hello, request = frame(MAGIC + bytes([version])), FIRST_REQUESTS[case]
-        with caplog.at_level(logging.WARNING, logger="rdzv_plugin_tcp.server"):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+            caplog.at_level(logging.WARNING, logger="rdzv_plugin_tcp.server"),
+        ):
             if delivery == "one write":
                 sock.sendall(hello + request)
             else:
