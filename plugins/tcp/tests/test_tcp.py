@@ -485,7 +485,9 @@ def test_a_first_request_right_behind_the_hello(
                 return
             assert answer[:4] == MAGIC and answer[5] == (token is not None)
             if case == "parked get":  # the hello's answer did not wait for the get's
-                TCPStore("127.0.0.1", port).set("later", "now")
+                setter = TCPStore("127.0.0.1", port)
+                setter.set("later", "now")
+                setter.close()
                 assert read_frame(sock) == b"\x00now"
             elif case == "no token given":
                 assert (
@@ -627,6 +629,8 @@ def test_values_either_side_of_the_one_chunk_reply_size_arrive_whole(port: int, 
         assert got == [value]
         popped = woken_by(lambda: reader.queue_pop("q"), lambda: writer.queue_push("q", value))
         assert popped == [value]
+        writer.close()
+        reader.close()
 
 
 @pytest.mark.parametrize("default_timeout", [None, 30.0])
