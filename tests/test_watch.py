@@ -188,7 +188,8 @@ def test_watch_on_a_terminal_draws_the_table(tmp_path: Path) -> None:
             stdout=secondary, stderr=secondary, env=clean_env(),
         )  # fmt: skip
         os.close(secondary)
-        screen = read_pty(primary, "history:")
+        # (the history's line comes last, and may come in a later read than "history:")
+        screen = read_pty(primary, "round 0 complete world 1")
         assert watch.wait(30) == 0
         os.close(primary)
     finally:
@@ -209,7 +210,7 @@ def test_join_on_a_terminal_keeps_one_live_progress_line(tmp_path: Path) -> None
         stdout=subprocess.PIPE, stderr=secondary, text=True, env=clean_env(),
     )  # fmt: skip
     os.close(secondary)
-    progress = read_pty(primary, "1 joined", 30)
+    progress = read_pty(primary, "1 joined (min 2, max 2), waiting", 30)
     other = rdzv("join", "--store-type", "file", "--endpoint", endpoint, "--run-id", "live",
                  "--nnodes", "2")  # fmt: skip
     out, _ = join.communicate(timeout=60)
