@@ -712,23 +712,22 @@ class StoreServer:
     def _hello_and_request(self, conn: _Conn, data: bytes) -> bool:
         """A new connection's usual first read, its hello and one whole request, handled
         straight from the received bytes and answered in one send. False, with nothing
-        done, for a read of any other shape (the buffered path takes it)."""
+        done, for a read of any other shape, or where a token is required (the buffered
+        path takes those: it also checks a request against the handshake's frame limit)."""
         start = len(_HELLO_HEAD) + 5  # where the request's frame starts
         size = len(data) - start - 4
-        if size <= 0 or data[:4] != _HELLO_HEAD or U32.unpack_from(data, start)[0] != size:
+        if (
+            size <= 0
+            or size > self.limits.max_frame_size
+            or self._token is not None
+            or data[:4] != _HELLO_HEAD
+            or U32.unpack_from(data, start)[0] != size
+        ):
             return False
         conn.holding = True
         try:
-            # What _process_frames does with these two frames.
-            if not self._handle_safely(conn, data[4:start]) or conn.closing:
-                return True
-            if size > self._frame_limit(conn):
-                if conn.state != _READY:
-                    self._close(conn, "bad handshake (not an rdzv tcp client?)")
-                else:
-                    self._oversized(conn, data[start + 4 : start + 68], size)
-            else:
-                self._handle_safely(conn, data[start + 4 :])
+            if self._handle_safely(conn, data[4:start]) and not conn.closing:
+                self._handle_safely(conn, data[start + 4 :])  # the hello made it _READY
         finally:
             self._end_hold(conn)
         if conn in self._conns and conn.out:

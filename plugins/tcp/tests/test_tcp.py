@@ -455,9 +455,10 @@ FIRST_REQUESTS = {
 def test_a_first_request_right_behind_the_hello(
     port: int, case: str, delivery: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A client may send its first request in the same write as its hello: the server takes
-    both straight from that read and answers both in one send. Sent apart, each takes the
-    usual path. The answers are the same either way, refusals and errors included."""
+    """A client may send its first request in the same write as its hello: a server without
+    a token takes both straight from that read and answers both in one send (one with a
+    token buffers them). Sent apart, each takes the usual path. The answers are the same
+    either way, refusals and errors included."""
     token = b"secret" if case in ("no token given", "bad handshake") else None
     limits = ServerLimits(max_frame_size=1024) if case == "oversized set" else None
     version = 99 if case == "unknown version" else VERSION
