@@ -76,9 +76,11 @@ MIN_LIVENESS = 1.0
 _MAX_RETRY_DELAY = 0.5
 #: How long a request may busy-poll for its reply before sleeping (seconds).
 SPIN_SECONDS = 0.0002
-#: After a spin that saw no reply, this many requests skip spinning, doubling with each
-#: wasted spin up to this (and halving with each spin that caught its reply).
-MAX_SPIN_SKIP = 4096
+#: After a spin that saw no reply, requests stop spinning for a pause (seconds) that starts
+#: at MIN_SPIN_PAUSE and doubles with each wasted spin up to MAX_SPIN_PAUSE (and halves with
+#: each spin that catches its reply).
+MIN_SPIN_PAUSE = 0.001
+MAX_SPIN_PAUSE = 1.0
 #: A new link sends its hello with its first request; one left unused longer than this
 #: (seconds) is replaced first, as the server may have closed it for saying nothing.
 GREET_WITHIN = 1.0
@@ -165,35 +167,41 @@ class SpinPolicy:
     to itself answers in tens of microseconds): the caller never sleeps, so nothing has to
     wake it, which on a virtual machine costs tens of microseconds per hop, and CPU. It
     wastes CPU where replies come later: a server that shares busy cores with its clients,
-    or many client threads taking turns at one interpreter. So every spin that sees no
-    reply makes the next requests skip spinning, twice as many after each such spin (up to
-    :data:`MAX_SPIN_SKIP`); every spin that catches its reply halves that. Where spins keep
-    failing, one request in thousands still tries one. Reads that may wait for a key (get,
-    wait, multi_get) never spin: their reply comes when another client writes.
+    or many client threads taking turns at one interpreter. So a spin that sees no reply
+    stops spinning for a pause, twice as long after each such spin (from
+    :data:`MIN_SPIN_PAUSE` up to :data:`MAX_SPIN_PAUSE`); every spin that catches its
+    reply halves the pause. Where spins keep failing, one spin a second still tries.
+    Reads that may wait for a key (get, wait, multi_get) never spin: their reply comes when
+    another client writes.
+
+    The pause is a time, not a number of requests, because what decides whether a spin
+    pays (the load on the server and on the cores) changes with time: a process that makes
+    few requests (a node at rest, a heartbeat every few seconds) spins again within a
+    second of a busy spell, instead of after thousands of its requests.
 
     One policy serves every store of the process (a node is one process): what decides it
-    is whether this process's requests get their replies fast. The counters are updated
-    without a lock; a race costs one spin more or less.
+    is whether this process's requests get their replies fast. It is updated without a
+    lock; a race costs one spin more or less.
     """
 
-    __slots__ = ("backoff", "skip")
+    __slots__ = ("pause", "resume_at")
 
     def __init__(self) -> None:
-        self.skip = 0
-        self.backoff = 1
+        self.pause = MIN_SPIN_PAUSE  # how long the next wasted spin stops spinning for
+        self.resume_at = 0.0  # time.monotonic() when spinning resumes; 0.0: not paused
 
     def should_spin(self) -> bool:
-        if self.skip:
-            self.skip -= 1
-            return False
-        return True
+        resume_at = self.resume_at
+        return not resume_at or time.monotonic() >= resume_at
 
     def spun(self, caught: bool) -> None:
         if caught:
-            self.backoff = max(1, self.backoff // 2)
+            self.resume_at = 0.0
+            if self.pause > MIN_SPIN_PAUSE:
+                self.pause = max(MIN_SPIN_PAUSE, self.pause / 2)
         else:
-            self.skip = self.backoff
-            self.backoff = min(self.backoff * 2, MAX_SPIN_SKIP)
+            self.resume_at = time.monotonic() + self.pause
+            self.pause = min(self.pause * 2, MAX_SPIN_PAUSE)
 
 
 #: The spin policy of this process's TCP stores.

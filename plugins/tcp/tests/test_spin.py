@@ -12,46 +12,57 @@ from datetime import timedelta
 import pytest
 import rdzv_plugin_tcp.client as client
 from rdzv_plugin_tcp import StoreServer, TCPStore
-from rdzv_plugin_tcp.client import MAX_SPIN_SKIP, SpinPolicy
+from rdzv_plugin_tcp.client import MAX_SPIN_PAUSE, MIN_SPIN_PAUSE, SpinPolicy
 from rdzv_plugin_tcp.protocol import MAGIC, SERVER_ID_SIZE, U32, VERSION
 
 
-def test_each_wasted_spin_doubles_the_requests_that_skip_spinning() -> None:
+def test_each_wasted_spin_pauses_spinning_twice_as_long() -> None:
     policy = SpinPolicy()
     assert policy.should_spin()
-    policy.spun(False)
-    assert [policy.should_spin() for _ in range(2)] == [False, True]  # skipped 1
-    policy.spun(False)
-    assert [policy.should_spin() for _ in range(3)] == [False, False, True]  # skipped 2
+    for pause in (MIN_SPIN_PAUSE, 2 * MIN_SPIN_PAUSE, 4 * MIN_SPIN_PAUSE):
+        before = time.monotonic()
+        policy.spun(False)
+        after = time.monotonic()
+        assert before + pause <= policy.resume_at <= after + pause
+        assert policy.pause == 2 * pause
+    policy.resume_at = time.monotonic() + 60
+    assert not policy.should_spin(), "a request spun during the pause"
+    policy.resume_at = time.monotonic() - 0.001
+    assert policy.should_spin(), "the pause ended but spinning did not resume"
+
+
+def test_the_pause_is_capped_so_one_spin_a_second_still_tries() -> None:
+    policy = SpinPolicy()
     for _ in range(40):
         policy.spun(False)
-    assert policy.skip == MAX_SPIN_SKIP, "the back-off is capped"
-    skipped = 0
-    while not policy.should_spin():
-        skipped += 1
-    assert skipped == MAX_SPIN_SKIP, "where spins keep failing, one request in thousands tries"
+    assert policy.pause == MAX_SPIN_PAUSE
+    assert policy.resume_at <= time.monotonic() + MAX_SPIN_PAUSE
 
 
 def test_spins_that_catch_their_reply_bring_spinning_back() -> None:
     policy = SpinPolicy()
     for _ in range(5):
         policy.spun(False)
-    assert policy.backoff == 32
+    assert policy.pause == 32 * MIN_SPIN_PAUSE
+    policy.spun(True)
+    assert policy.resume_at == 0.0 and policy.should_spin()
     for _ in range(5):
         policy.spun(True)
-    assert policy.backoff == 1
-    policy.skip = 0
-    assert policy.should_spin()
+    assert policy.pause == MIN_SPIN_PAUSE
 
 
 class Counting(SpinPolicy):
     def __init__(self) -> None:
         super().__init__()
-        self.asked = 0
+        self.asked = self.spins = 0
 
     def should_spin(self) -> bool:
         self.asked += 1
         return super().should_spin()
+
+    def spun(self, caught: bool) -> None:
+        self.spins += 1
+        super().spun(caught)
 
 
 @pytest.fixture
@@ -110,15 +121,19 @@ def test_a_server_that_answers_late_turns_spinning_off(counting: Counting) -> No
     store = TCPStore("127.0.0.1", server.port, timeout=timedelta(seconds=5))
     try:
         store.set("k", "v")  # the first request goes with the hello: it never spins
-        assert counting.skip == 0 and counting.backoff == 1
-        spun = []
-        for _ in range(8):
-            skip_before = counting.skip
+        assert counting.asked == 0 and counting.pause == MIN_SPIN_PAUSE
+        # Each request comes 50 ms or more after the last one's spin, past every pause up
+        # to 32 ms: the first six spin, each wasted, each doubling the pause.
+        for _ in range(6):
             store.set("k", "v")
-            spun.append(skip_before == 0)
-        # Spin, skip 1, spin, skip 2, spin, skip 4 ...: every spin was wasted.
-        assert spun == [True, False, True, False, False, True, False, False]
-        assert counting.backoff == 8
+        assert counting.asked == counting.spins == 6
+        assert counting.pause == 64 * MIN_SPIN_PAUSE
+        # Once the pause outlasts the time between requests, requests stop spinning.
+        for _ in range(20):
+            store.set("k", "v")
+            if counting.spins < counting.asked:
+                break
+        assert counting.spins < counting.asked, "requests kept spinning, every spin wasted"
     finally:
         store.close()
         server.listener.close()
