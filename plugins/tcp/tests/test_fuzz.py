@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from rdzv_plugin_tcp import StoreServer, TCPStore
 from rdzv_plugin_tcp.protocol import (
     I64,
+    MAGIC,
     OP_NAMES,
     U64,
+    VERSION,
     ProtocolError,
     Reader,
     field,
@@ -127,12 +129,16 @@ streams = st.lists(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(stream=streams, handshake=st.booleans())
+@given(stream=streams, hello=st.sampled_from(["answered first", "in the first write", "none"]))
 def test_live_server_survives_any_byte_stream(
-    live: ChildServer, stream: list[bytes], handshake: bool
+    live: ChildServer, stream: list[bytes], hello: str
 ) -> None:
-    sock = raw_client(live.port, handshake=handshake)
+    """``hello``: the handshake done before the stream, sent in the same write as its first
+    chunk (a new connection's first-read path), or not sent at all."""
+    sock = raw_client(live.port, handshake=hello == "answered first")
     sock.settimeout(0.2)
+    if hello == "in the first write":
+        stream = [frame(MAGIC + bytes([VERSION])) + stream[0], *stream[1:]]
     try:
         for chunk in stream:
             sock.sendall(chunk)
