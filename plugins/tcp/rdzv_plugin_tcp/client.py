@@ -170,7 +170,8 @@ class SpinPolicy:
     or many client threads taking turns at one interpreter. So a spin that sees no reply
     stops spinning for a pause, twice as long after each such spin (from
     :data:`MIN_SPIN_PAUSE` up to :data:`MAX_SPIN_PAUSE`); every spin that catches its
-    reply halves the pause. Where spins keep failing, one spin a second still tries.
+    reply halves the next pause (a pause already running is left to end). Where spins
+    keep failing, one spin a second still tries.
     Reads that may wait for a key (get, wait, multi_get) never spin: their reply comes when
     another client writes.
 
@@ -196,7 +197,13 @@ class SpinPolicy:
 
     def spun(self, caught: bool) -> None:
         if caught:
-            self.resume_at = 0.0
+            # A pause that another thread's wasted spin set meanwhile keeps running: where
+            # many threads share the process, ending it at every catch would keep them all
+            # spinning while most spins miss. One that is over is cleared, so that requests
+            # stop reading the clock.
+            resume_at = self.resume_at
+            if resume_at and time.monotonic() >= resume_at and self.resume_at == resume_at:
+                self.resume_at = 0.0
             if self.pause > MIN_SPIN_PAUSE:
                 self.pause = max(MIN_SPIN_PAUSE, self.pause / 2)
         else:

@@ -44,6 +44,14 @@ def test_spins_that_catch_their_reply_bring_spinning_back() -> None:
     for _ in range(5):
         policy.spun(False)
     assert policy.pause == 32 * MIN_SPIN_PAUSE
+    # A catch by a spin that began before the last wasted one leaves that pause running
+    # (many threads: ending it at each catch would keep them all spinning).
+    policy.resume_at = paused_until = time.monotonic() + 60
+    policy.spun(True)
+    assert policy.resume_at == paused_until and not policy.should_spin()
+    assert policy.pause == 16 * MIN_SPIN_PAUSE, "a catch halves the next pause"
+    # Once the pause is over, a catch clears it: requests stop reading the clock.
+    policy.resume_at = time.monotonic() - 0.001
     policy.spun(True)
     assert policy.resume_at == 0.0 and policy.should_spin()
     for _ in range(5):
