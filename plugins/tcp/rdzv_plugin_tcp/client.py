@@ -82,8 +82,12 @@ SPIN_SECONDS = 0.0002
 MIN_SPIN_PAUSE = 0.001
 MAX_SPIN_PAUSE = 1.0
 #: A new link sends its hello with its first request; one left unused longer than this
-#: (seconds) is replaced first, as the server may have closed it for saying nothing.
-GREET_WITHIN = 1.0
+#: (seconds) is replaced first: a server with the default handshake timeout (10 s, closed
+#: at its next 1 s tick) has closed it for saying nothing. A younger link is used as it is,
+#: and if the server closed it sooner (a shorter timeout), the request, never run, goes
+#: again on a new one. Replacing younger links would open a second connection for every
+#: store used a few seconds after it was made, all at once where thousands are.
+GREET_WITHIN = 12.0
 #: A store keeps one idle link; extra links (left by concurrent calls) close once they
 #: have gone unused this long (seconds), so a burst does not pin descriptors on the server.
 SPARE_LINK_SECONDS = 30.0

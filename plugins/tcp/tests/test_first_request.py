@@ -118,9 +118,10 @@ def test_a_request_behind_a_hello_without_the_demanded_token_does_not_run(
 
 
 def test_a_store_used_long_after_it_was_made_works_and_runs_its_request_once() -> None:
-    """The server closes a connection silent for its handshake timeout (here 1 s): a
-    store first used later than that, or than GREET_WITHIN, opens a new connection."""
-    assert GREET_WITHIN < 2
+    """The server closes a connection silent for its handshake timeout (here 1 s, shorter
+    than GREET_WITHIN): a store first used later than that sends its request again on a
+    new connection, and it runs once."""
+    assert GREET_WITHIN > 2
     child = ChildServer(handshake_timeout=1)
     try:
         waited = TCPStore("127.0.0.1", child.port, timeout=timedelta(seconds=5))
@@ -134,10 +135,18 @@ def test_a_store_used_long_after_it_was_made_works_and_runs_its_request_once() -
         child.close()
 
 
-def test_a_store_first_used_after_greet_within_connects_again_first(port: int) -> None:
+def test_greet_within_outlasts_the_default_handshake_timeout() -> None:
+    """A link is replaced before its first request only once a server with the default
+    handshake timeout has closed it (at the housekeeping tick after the timeout)."""
+    assert ServerLimits().handshake_timeout + 1 < GREET_WITHIN
+
+
+def test_a_store_first_used_after_greet_within_connects_again_first(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Its first connection has waited too long to be trusted (the server may have closed
     it): the first request goes on a new one, and the old one is closed."""
-    assert GREET_WITHIN < 1.2
+    monkeypatch.setattr("rdzv_plugin_tcp.client.GREET_WITHIN", 1.0)  # not 12 s of test
     server = StoreServer("127.0.0.1", port, stats=ServerStats()).start()
     try:
         prompt = TCPStore("127.0.0.1", port)
@@ -167,3 +176,22 @@ def test_a_store_whose_connection_the_server_closed_still_makes_its_first_reques
         assert store.add("n", 0) == 1, "the first request ran twice"
     finally:
         child.close()
+
+
+def test_stores_first_used_seconds_after_they_were_made_keep_their_connections(
+    port: int,
+) -> None:
+    """Many stores made at once and first used a few seconds later (within the server's
+    handshake timeout) send on the connections they have: none connects a second time."""
+    server = StoreServer("127.0.0.1", port, stats=ServerStats()).start()
+    stores = []
+    try:
+        stores = [TCPStore("127.0.0.1", port) for _ in range(50)]
+        time.sleep(2.5)
+        assert [store.add("n", 1) for store in stores] == list(range(1, 51))
+        stats = server.stats
+        assert stats is not None and stats.accepted == 50, "stores connected again"
+    finally:
+        for store in stores:
+            store.close()
+        server.stop()
