@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import sys
+import traceback
 from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -41,32 +42,46 @@ def busy(report: Callable[[], str], *args: str) -> str:
 
 def main() -> None:
     sys.argv = sys.argv[:1]
+    sections: list[tuple[str, Callable[[], str]]] = [
+        ("import_time", import_time.main),
+        ("tcp_latency", tcp_latency.main),
+        ("tcp_floor", tcp_floor.main),
+        ("torch_view", torch_view.main),
+        ("file_store", file_store.main),
+        ("etcd_latency", etcd_latency.main),
+        ("redis_latency", redis_latency.main),
+        ("failover", failover.main),
+        ("rendezvous", rendezvous.main),
+        ("scale", scale.main),
+        ("scale --busy", lambda: busy(scale.main, "--sizes", "1024,4096")),
+        ("policies", policies.main),
+        ("policies --busy", lambda: busy(policies.main)),
+        ("observe", observe.main),
+        ("store_scale", store_scale.main),
+        ("store_scale --busy", lambda: busy(store_scale.main, "--no-floor")),
+        ("store_load", store_load.main),
+        ("soak", soak.main),
+        ("torchrun", torchrun.main),
+    ]
     parts = [
         f"# Benchmark results\n\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} "
         f"UTC, Python {platform.python_version()}, {os.cpu_count()} cores\n",
-        import_time.main(),
-        tcp_latency.main(),
-        tcp_floor.main(),
-        torch_view.main(),
-        file_store.main(),
-        etcd_latency.main(),
-        redis_latency.main(),
-        failover.main(),
-        rendezvous.main(),
-        scale.main(),
-        busy(scale.main, "--sizes", "1024,4096"),
-        policies.main(),
-        busy(policies.main),
-        observe.main(),
-        store_scale.main(),
-        busy(store_scale.main, "--no-floor"),
-        store_load.main(),
-        soak.main(),
-        torchrun.main(),
     ]
+    failed = []
+    for name, section in sections:
+        # One benchmark that fails (or gives up at its deadline) is reported as such; the
+        # others still run and the results are still written.
+        try:
+            parts.append(section())
+        except Exception as e:
+            traceback.print_exc()
+            failed.append(name)
+            parts.append(f"### {name}: FAILED ({type(e).__name__}: {e})")
     with open("results.md", "w") as f:
         f.write("\n\n".join(parts) + "\n")
     print("\nwrote bench/results.md")
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
