@@ -206,7 +206,7 @@ class SpinPolicy:
             # spinning while most spins miss. One that is over is cleared, so that requests
             # stop reading the clock.
             resume_at = self.resume_at
-            if resume_at and time.monotonic() >= resume_at and self.resume_at == resume_at:
+            if resume_at and time.monotonic() >= resume_at:
                 self.resume_at = 0.0
             if self.pause > MIN_SPIN_PAUSE:
                 self.pause = max(MIN_SPIN_PAUSE, self.pause / 2)
