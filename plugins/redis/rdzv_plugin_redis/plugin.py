@@ -40,7 +40,7 @@ OPTIONS = {
     "tls_cert": "client certificate file (TLS)",
     "tls_key": "client key file (TLS)",
     "persistent": "true when the server keeps data across restarts (AOF/RDB)",
-    "sync_replicas": "replicas every write waits for (Redis WAIT), so a failover keeps it",
+    "sync_replicas": "replicas that must hold a write before it returns (Redis WAIT)",
     "sentinel_username": "ACL user name for the Sentinels (redis+sentinel:// endpoints)",
     "sentinel_password_file": "file holding the Sentinels' password",
 }

@@ -17,9 +17,10 @@ both apply.
 
 Data loss: the first client of a prefix writes a random epoch beside its keys, and every
 write counts a sequence number there. Each reply brings both back: an epoch that is gone or
-different (a server restarted empty, a flushed database) or a sequence number below one this
-client already saw (a failover to a replica that missed the latest writes) fails the call,
-and every later one, with StoreDataLostError.
+different (a server restarted empty, a flushed database), or a sequence number behind one this
+client already saw (a failover to a replica that missed the latest writes: a read below it, a
+write not above it) fails the call, and every later one, with StoreDataLostError. With
+``sync_replicas``, a write is acknowledged only once the replicas hold it.
 """
 
 from __future__ import annotations
@@ -189,6 +190,14 @@ redis.call('SET', KEYS[4], mark, 'PX', 600000)
 return {seq, 1, mark}
 """
 )
+# KEYS: epoch, seq, the op key. ARGV: epoch. A write (it counts one) that reads the
+# operation record: once the replicas confirm it, they hold every write before it too.
+_SETTLE = (
+    _PROLOGUE
+    + """
+return {redis.call('INCR', KEYS[2]), redis.call('GET', KEYS[3]) or ''}
+"""
+)
 # KEYS: epoch, seq, the key set or a queue. ARGV: "list" for the key set's members.
 _INSPECT = """
 local found
@@ -218,6 +227,9 @@ _TRANSIENT = (
     redis_errors.ClusterDownError,
     OSError,
 )
+# Error replies another attempt may not meet (NOREPLICAS: a master configured with
+# min-replicas-to-write that has too few replicas now).
+_TRANSIENT_REPLIES = ("LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
 _COMMAND_TIMEOUT = 5.0  # seconds: longest one command may go unanswered before a retry
 _CONNECT_TIMEOUT = 5.0
 _REPLICA_WAIT_MS = 1000  # how long a write waits for its replicas (sync_replicas)
@@ -247,9 +259,9 @@ class RedisStore(Store):
     username, password, ssl options). Sentinel: ``sentinels`` (``(host, port)`` pairs) and
     ``service`` name the master to follow; ``sentinel_options`` go to the Sentinel
     connections, ``client_options`` to the master's. Cluster: ``cluster_nodes`` (``(host,
-    port)`` pairs) are where to discover the cluster. ``sync_replicas`` makes every write
-    wait (Redis WAIT, up to 1 s) until that many replicas hold it, so a failover to one of
-    them keeps it. ``persistent`` says the server keeps
+    port)`` pairs) are where to discover the cluster. With ``sync_replicas``, a write
+    returns only once that many replicas hold it (Redis WAIT, retried for up to the
+    timeout), so a failover to one of them keeps it. ``persistent`` says the server keeps
     its data across restarts (AOF/RDB configured); only then does the store declare the
     ``persistent`` capability.
     """
@@ -323,6 +335,7 @@ class RedisStore(Store):
                 ("set", _SET), ("add", _ADD), ("cas", _CAS), ("multi_set", _MULTI_SET),
                 ("delete", _DELETE), ("open", _OPEN), ("count", _COUNT),
                 ("append", _APPEND), ("push", _PUSH), ("pop", _POP), ("inspect", _INSPECT),
+                ("settle", _SETTLE),
             )
         }  # fmt: skip
         self._closed = False
@@ -457,7 +470,7 @@ class RedisStore(Store):
                 raise StoreConnectionError(f"TLS with Redis ({self.where}) failed: {e}") from e
             raise _Transient(f"{type(e).__name__}: {e}") from e
         except redis_errors.ResponseError as e:
-            if str(e).startswith(("LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")):
+            if str(e).startswith(_TRANSIENT_REPLIES):
                 raise _Transient(str(e)) from e
             raise StoreError(f"Redis ({self.where}) refused the operation: {e}") from e
 
@@ -482,29 +495,41 @@ class RedisStore(Store):
 
     def _run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """One run of script ``name``; with ``sync_replicas``, followed in the same round
-        trip by Redis's WAIT for that many replicas to hold the write."""
+        trip by Redis's WAIT for that many replicas to hold the write. Fewer replicas within
+        the wait is _Transient: the write ran on a master that may be cut off from its
+        replicas (and lose it when demoted), so it is not acknowledged."""
         script = self._scripts[name]
         if not self._sync_replicas:
             return script(keys=keys, args=args)
         with self._client.pipeline(transaction=False) as pipe:
             script(keys=keys, args=args, client=pipe)
             pipe.wait(self._sync_replicas, _REPLICA_WAIT_MS)
-            reply, _ = pipe.execute()
+            reply, held = pipe.execute()
+        if held < self._sync_replicas:
+            self._client.connection_pool.disconnect()  # with Sentinel: ask for the master again
+            raise _Transient(
+                f"the write reached {held} of the {self._sync_replicas} replicas asked for "
+                f"(sync_replicas) within {_REPLICA_WAIT_MS / 1000:g} s"
+            )
         return reply
 
     def _checked(self, reply: Any, floor: int) -> Any:
-        """A script's reply, checked for data loss against what was seen before sending."""
+        """A write script's reply, checked for data loss against what was seen before
+        sending (the write counted one more, so its count must be above ``floor``)."""
         if reply[0] == -2:
             self._lose("the run's epoch key is gone or replaced (a server restarted without "
                        "its data, or a flushed database)")  # fmt: skip
         if reply[0] != -1:
-            self._see(int(reply[0]), floor)
+            self._see(int(reply[0]), floor, wrote=True)
         return reply
 
-    def _see(self, seq: int, floor: int) -> None:
-        if seq < floor:
-            self._lose(f"its write count went back from {floor} to {seq} (a failover to a "
-                       "replica that had not received the latest writes)")  # fmt: skip
+    def _see(self, seq: int, floor: int, *, wrote: bool = False) -> None:
+        """Record write count ``seq``, answered by a server after this client had seen
+        ``floor``; below it (or not above it, for a write), the data is lost."""
+        if seq < floor + wrote:
+            self._lose(f"its write count went back: it answered {seq} to a "
+                       f"{'write' if wrote else 'read'} after this client had seen {floor} (a "
+                       "failover to a replica that had not received the latest writes)")  # fmt: skip
         self._seq = max(self._seq, seq)
 
     def _lose(self, reason: str) -> None:
@@ -561,8 +586,7 @@ class RedisStore(Store):
                 if time.monotonic() > deadline:
                     raise self._unreachable(e) from e.__cause__
                 time.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
-                (record,) = self._values([ops.key])  # applied or not: the record tells
-                record = bytes(record or b"")
+                record = self._settled_record(ops.key)  # applied or not: the record tells
             else:
                 self._checked(reply, floor)
                 if reply[0] != -1:
@@ -573,6 +597,17 @@ class RedisStore(Store):
             ops.record = record
             if record.partition(b" ")[0] in mine:
                 return record, True
+
+    def _settled_record(self, key: str) -> bytes:
+        """The operation record at ``key`` on the master. With ``sync_replicas``, read by a
+        write the replicas confirm: an attempt the record shows applied is then held by them
+        too, and one it does not show can no longer appear (its master was replaced)."""
+        if not self._sync_replicas:
+            (record,) = self._values([key])
+            return bytes(record or b"")
+        floor = self._seq
+        reply = self._call(self._run_script, "settle", [*self._meta, key], [self._epoch])
+        return bytes(self._checked(reply, floor)[1])
 
     # -- the store contract ----------------------------------------------------------------
 
