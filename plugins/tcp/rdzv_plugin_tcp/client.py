@@ -66,6 +66,7 @@ from .protocol import (
     version_mismatch,
 )
 from .server import StoreServer, acquire_server, release_server
+from .spin import SpinPolicy
 
 __all__ = ["TCPStore"]
 
@@ -76,11 +77,6 @@ MIN_LIVENESS = 1.0
 _MAX_RETRY_DELAY = 0.5
 #: How long a request may busy-poll for its reply before sleeping (seconds).
 SPIN_SECONDS = 0.0002
-#: After a spin that saw no reply, requests stop spinning for a pause (seconds) that starts
-#: at MIN_SPIN_PAUSE and doubles with each wasted spin up to MAX_SPIN_PAUSE (and halves with
-#: each spin that catches its reply).
-MIN_SPIN_PAUSE = 0.001
-MAX_SPIN_PAUSE = 1.0
 #: A new link sends its hello with its first request; one left unused longer than this
 #: (seconds) is replaced first: a server with the default handshake timeout (10 s, closed
 #: at its next 1 s tick) has closed it for saying nothing. A younger link is used as it is,
@@ -164,58 +160,10 @@ class _Silent(Exception):
     """The server stopped answering a link (frozen, partitioned or overloaded)."""
 
 
-class SpinPolicy:
-    """Whether a request busy-polls for its reply, learned from how its last spins ended.
-
-    Spinning pays where the reply comes within :data:`SPIN_SECONDS` (a server with a core
-    to itself answers in tens of microseconds): the caller never sleeps, so nothing has to
-    wake it, which on a virtual machine costs tens of microseconds per hop, and CPU. It
-    wastes CPU where replies come later: a server that shares busy cores with its clients,
-    or many client threads taking turns at one interpreter. So a spin that sees no reply
-    stops spinning for a pause, twice as long after each such spin (from
-    :data:`MIN_SPIN_PAUSE` up to :data:`MAX_SPIN_PAUSE`); every spin that catches its
-    reply halves the next pause (a pause already running is left to end). Where spins
-    keep failing, one spin a second still tries.
-    Reads that may wait for a key (get, wait, multi_get) never spin: their reply comes when
-    another client writes.
-
-    The pause is a time, not a number of requests, because what decides whether a spin
-    pays (the load on the server and on the cores) changes with time: a process that makes
-    few requests (a node at rest, a heartbeat every few seconds) spins again within a
-    second of a busy spell, instead of after thousands of its requests.
-
-    One policy serves every store of the process (a node is one process): what decides it
-    is whether this process's requests get their replies fast. It is updated without a
-    lock; a race costs one spin more or less.
-    """
-
-    __slots__ = ("pause", "resume_at")
-
-    def __init__(self) -> None:
-        self.pause = MIN_SPIN_PAUSE  # how long the next wasted spin stops spinning for
-        self.resume_at = 0.0  # time.monotonic() when spinning resumes; 0.0: not paused
-
-    def should_spin(self) -> bool:
-        resume_at = self.resume_at
-        return not resume_at or time.monotonic() >= resume_at
-
-    def spun(self, caught: bool) -> None:
-        if caught:
-            # A pause that another thread's wasted spin set meanwhile keeps running: where
-            # many threads share the process, ending it at every catch would keep them all
-            # spinning while most spins miss. One that is over is cleared, so that requests
-            # stop reading the clock.
-            resume_at = self.resume_at
-            if resume_at and time.monotonic() >= resume_at:
-                self.resume_at = 0.0
-            if self.pause > MIN_SPIN_PAUSE:
-                self.pause = max(MIN_SPIN_PAUSE, self.pause / 2)
-        else:
-            self.resume_at = time.monotonic() + self.pause
-            self.pause = min(self.pause * 2, MAX_SPIN_PAUSE)
-
-
-#: The spin policy of this process's TCP stores.
+#: The spin policy of this process's TCP stores (see :class:`SpinPolicy`): one for every
+#: store of the process (a node is one process), because what decides it is whether this
+#: process's requests get their replies fast. Reads that may wait for a key (get, wait,
+#: multi_get) never spin: their reply comes when another client writes.
 spin_policy = SpinPolicy()
 
 

@@ -66,6 +66,7 @@ from .protocol import (
     key_and_rest,
     version_refusal,
 )
+from .spin import SpinPolicy
 from .stats import ServerStats
 
 __all__ = ["StoreServer", "acquire_server", "release_server"]
@@ -83,6 +84,9 @@ _HELLO_HEAD = U32.pack(5)  # a hello's frame header: "RDZV" and the version byte
 #: mode they are accepted in, which saves a system call per connection), never SIGPIPE.
 _NO_WAIT = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 _TICK = 1.0  # housekeeping interval: deadlines, accept back-off, log summaries
+#: How long the loop busy-polls for the next request after serving some (seconds), while
+#: its SpinPolicy says spinning pays.
+SERVER_SPIN_SECONDS = 0.0001
 _MAX_ACCEPTS = 256  # connections accepted per wake-up, at most
 #: Linux's TCP_INFO on a listener: ``tcpi_unacked`` (a u32 at this offset) is the number of
 #: connections waiting to be accepted.
@@ -298,6 +302,7 @@ class StoreServer:
         self.stats = stats
         self._token = auth_token
         self._poller = _Poller()
+        self._spin = SpinPolicy()  # whether the loop busy-polls for the next request
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -403,6 +408,8 @@ class StoreServer:
         next_deadline = self._keys.next_deadline
         listener, wake = self._listener.fileno(), self._wake_r.fileno()
         self._next_tick = time.monotonic() + _TICK
+        spin = self._spin
+        served = False  # the last pass read requests
         while not self._stopping:
             now = time.monotonic()
             deadline = next_deadline()
@@ -420,7 +427,17 @@ class StoreServer:
                 due = deadline
             if not self._accepting and self._accept_resume < due:
                 due = self._accept_resume
-            for fd, mask in poll(due - now if due > now else 0.0):
+            timeout = due - now if due > now else 0.0
+            events = None
+            if served and timeout > 0.0 and spin.should_spin():
+                # Clients sending back to back send again within microseconds of a reply:
+                # polling for that costs less than sleeping and being woken.
+                spin_until = time.perf_counter() + SERVER_SPIN_SECONDS
+                while not (events := poll(0.0)) and time.perf_counter() < spin_until:
+                    pass
+                spin.spun(bool(events))
+            served = False
+            for fd, mask in events or poll(timeout):
                 conn = by_fd.get(fd)
                 if conn is None:
                     if fd == listener:
@@ -434,6 +451,7 @@ class StoreServer:
                     self._flush(conn)
                 if mask & _IN and conn.events & _IN and by_fd.get(fd) is conn:
                     self._read(conn)
+                    served = True
 
     def _chores(self, now: float, deadline: float | None) -> None:
         """What the loop does between waits when there is something to do: expire parked

@@ -1,5 +1,5 @@
-"""The client's spin policy: busy-polling for a reply is learned from how spins end, and
-reads that may wait for a key never spin."""
+"""The spin policy: busy-polling is learned from how spins end; the client spins for a
+reply, except in reads that may wait for a key; the server spins for the next request."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from datetime import timedelta
 import pytest
 import rdzv_plugin_tcp.client as client
 from rdzv_plugin_tcp import StoreServer, TCPStore
-from rdzv_plugin_tcp.client import MAX_SPIN_PAUSE, MIN_SPIN_PAUSE, SpinPolicy
 from rdzv_plugin_tcp.protocol import MAGIC, SERVER_ID_SIZE, U32, VERSION
+from rdzv_plugin_tcp.spin import MAX_SPIN_PAUSE, MIN_SPIN_PAUSE, SpinPolicy
 
 
 def test_each_wasted_spin_pauses_spinning_twice_as_long() -> None:
@@ -62,7 +62,7 @@ def test_spins_that_catch_their_reply_bring_spinning_back() -> None:
 class Counting(SpinPolicy):
     def __init__(self) -> None:
         super().__init__()
-        self.asked = self.spins = 0
+        self.asked = self.spins = self.caught = 0
 
     def should_spin(self) -> bool:
         self.asked += 1
@@ -70,6 +70,7 @@ class Counting(SpinPolicy):
 
     def spun(self, caught: bool) -> None:
         self.spins += 1
+        self.caught += caught
         super().spun(caught)
 
 
@@ -145,3 +146,25 @@ def test_a_server_that_answers_late_turns_spinning_off(counting: Counting) -> No
     finally:
         store.close()
         server.listener.close()
+
+
+def test_the_server_spins_for_the_next_request_only_while_it_comes_within_the_spin() -> None:
+    server = StoreServer("127.0.0.1", 0)
+    server._spin = policy = Counting()
+    server.start()
+    store = TCPStore("127.0.0.1", server.port, timeout=timedelta(seconds=5))
+    try:
+        for _ in range(500):  # back to back: the next request comes microseconds after
+            store.add("n", 1)
+        assert policy.caught > 0, "no spin of the server caught a request sent back to back"
+        # Requests 20 ms apart: every spin is wasted, the pause doubles until it outlasts
+        # the gap, and then the server sleeps through the gaps without spinning.
+        asked, spins = policy.asked, policy.spins
+        for _ in range(12):
+            time.sleep(0.02)
+            store.add("n", 1)
+        assert policy.spins - spins < policy.asked - asked, "the server kept spinning"
+        assert policy.pause >= 16 * MIN_SPIN_PAUSE
+    finally:
+        store.close()
+        server.stop()
