@@ -8,7 +8,10 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from rdzv_plugin_redis import RedisStore
@@ -129,39 +132,56 @@ def test_a_master_restarted_empty_under_a_live_run_fails_every_node(
         cluster.close()
 
 
+def sentinel_store(group: SentinelGroup, name: str, **options: Any) -> RedisStore:
+    """A store of a fresh prefix on the master ``group``'s Sentinels name."""
+    return RedisStore(
+        prefix=f"{name}/{uuid.uuid4().hex[:6]}/",
+        sentinels=[("127.0.0.1", s.port) for s in group.sentinels],
+        service=group.service,
+        **{"timeout": timedelta(seconds=60), **options},
+    )
+
+
+@contextmanager
+def replica_frozen(group: SentinelGroup) -> Iterator[RedisServer]:
+    """The master, with its replica stopped (SIGSTOP) until the block ends."""
+    master = group.master()
+    (replica,) = [s for s in group.servers if s is not master]
+    os.kill(replica.proc.pid, signal.SIGSTOP)
+    try:
+        yield master
+    finally:
+        os.kill(replica.proc.pid, signal.SIGCONT)
+
+
+def restore(group: SentinelGroup, killed: RedisServer) -> None:
+    """Bring the killed master back as a replica of the promoted one."""
+    promoted = group.master(agreed=True)
+    killed.restart("--replicaof", "127.0.0.1", str(promoted.port))
+    group.wait_replicated(60)
+
+
 def test_a_failover_that_lost_writes_is_detected(sentinel_group: SentinelGroup) -> None:
     """The replica misses the latest writes, then the master dies: the promoted replica is
     behind what the client saw, and the client says so. (The replica is frozen while 48 MB
     of writes pass: more than the sockets between them hold, so the last writes are still
     in the master's buffers when it dies.)"""
     sentinel_group.wait_replicated()
-    store = RedisStore(
-        prefix=f"behind/{uuid.uuid4().hex[:6]}/",
-        sentinels=[("127.0.0.1", s.port) for s in sentinel_group.sentinels],
-        service=sentinel_group.service,
-        timeout=timedelta(seconds=60),
-    )
+    store = sentinel_store(sentinel_group, "behind")
     store.add("n", 1)
     time.sleep(0.2)  # replicated
-    master = sentinel_group.master()
-    (replica,) = [s for s in sentinel_group.servers if s is not master]
-    os.kill(replica.proc.pid, signal.SIGSTOP)
-    try:
+    with replica_frozen(sentinel_group) as master:
         for i in range(6):
             store.set(f"big{i}", b"x" * (8 << 20))
         for _ in range(10):
             store.add("n", 1)  # acknowledged by the master alone
         master.kill()
-    finally:
-        os.kill(replica.proc.pid, signal.SIGCONT)
     try:
         with pytest.raises(StoreDataLostError, match="write count went back"):
             store.add("n", 1)
     finally:
         store.close()
-        promoted = sentinel_group.master(agreed=True)
-        master.restart("--replicaof", "127.0.0.1", str(promoted.port))
-        sentinel_group.wait_replicated(60)
+        restore(sentinel_group, master)
 
 
 def test_a_single_lost_write_is_detected_by_the_next_write(
@@ -172,33 +192,21 @@ def test_a_single_lost_write_is_detected_by_the_next_write(
     already saw, not below it, and that is data loss too. (The 48 MB that keep the add in
     the master's buffers are written by another client, outside the store's count.)"""
     sentinel_group.wait_replicated()
-    store = RedisStore(
-        prefix=f"one/{uuid.uuid4().hex[:6]}/",
-        sentinels=[("127.0.0.1", s.port) for s in sentinel_group.sentinels],
-        service=sentinel_group.service,
-        timeout=timedelta(seconds=60),
-    )
+    store = sentinel_store(sentinel_group, "one")
     store.add("n", 1)
     time.sleep(0.2)  # replicated
-    master = sentinel_group.master()
-    (replica,) = [s for s in sentinel_group.servers if s is not master]
-    filler = master.redis()
-    os.kill(replica.proc.pid, signal.SIGSTOP)
-    try:
+    with replica_frozen(sentinel_group) as master:
+        filler = master.redis()
         for i in range(6):
             filler.set(f"filler/{uuid.uuid4().hex}/{i}", b"x" * (8 << 20))
         assert store.add("n", 1) == 2  # acknowledged by the master alone
         master.kill()
-    finally:
-        os.kill(replica.proc.pid, signal.SIGCONT)
     try:
         with pytest.raises(StoreDataLostError, match="answered 2 to a write after this client"):
             store.set("k", "v")
     finally:
         store.close()
-        promoted = sentinel_group.master(agreed=True)
-        master.restart("--replicaof", "127.0.0.1", str(promoted.port))
-        sentinel_group.wait_replicated(60)
+        restore(sentinel_group, master)
 
 
 def test_with_sync_replicas_a_write_returns_only_once_a_replica_holds_it(
@@ -208,24 +216,13 @@ def test_with_sync_replicas_a_write_returns_only_once_a_replica_holds_it(
     could be cut off from its replicas and lose it). It returns once the replica holds it,
     applied once."""
     sentinel_group.wait_replicated()
-    store = RedisStore(
-        prefix=f"sync/{uuid.uuid4().hex[:6]}/",
-        sentinels=[("127.0.0.1", s.port) for s in sentinel_group.sentinels],
-        service=sentinel_group.service,
-        timeout=timedelta(seconds=60),
-        sync_replicas=1,
-    )
-    master = sentinel_group.master()
-    (replica,) = [s for s in sentinel_group.servers if s is not master]
+    store = sentinel_store(sentinel_group, "sync", sync_replicas=1)
     returned: list[int] = []
     adder = threading.Thread(target=lambda: returned.append(store.add("n", 1)))
-    os.kill(replica.proc.pid, signal.SIGSTOP)
-    try:
+    with replica_frozen(sentinel_group):
         adder.start()
         adder.join(3.0)
         assert adder.is_alive(), "the add returned while no replica held it"
-    finally:
-        os.kill(replica.proc.pid, signal.SIGCONT)
     adder.join(30)
     try:
         assert returned == [1]
@@ -239,23 +236,14 @@ def test_with_sync_replicas_a_write_no_replica_confirms_fails_in_the_timeout(
     sentinel_group: SentinelGroup,
 ) -> None:
     sentinel_group.wait_replicated()
-    store = RedisStore(
-        prefix=f"sync/{uuid.uuid4().hex[:6]}/",
-        sentinels=[("127.0.0.1", s.port) for s in sentinel_group.sentinels],
-        service=sentinel_group.service,
-        timeout=timedelta(seconds=3),
-        sync_replicas=1,
-    )
-    master = sentinel_group.master()
-    (replica,) = [s for s in sentinel_group.servers if s is not master]
-    os.kill(replica.proc.pid, signal.SIGSTOP)
+    store = sentinel_store(sentinel_group, "sync", sync_replicas=1, timeout=timedelta(seconds=3))
     try:
-        started = time.monotonic()
-        with pytest.raises(StoreConnectionError, match="reached 0 of the 1 replicas asked for"):
-            store.set("k", "v")
-        assert time.monotonic() - started < 3 + 2
+        with replica_frozen(sentinel_group):
+            started = time.monotonic()
+            with pytest.raises(StoreConnectionError, match="reached 0 of the 1 replicas asked"):
+                store.set("k", "v")
+            assert time.monotonic() - started < 3 + 2
     finally:
-        os.kill(replica.proc.pid, signal.SIGCONT)
         store.close()
         sentinel_group.wait_replicated(60)
 
