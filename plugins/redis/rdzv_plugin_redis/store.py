@@ -245,6 +245,10 @@ class _Transient(Exception):
     """One attempt failed in a way another attempt may not."""
 
 
+class _Unconfirmed(_Transient):
+    """A write ran on the master but fewer replicas than ``sync_replicas`` confirmed it."""
+
+
 class _Operations(threading.local):
     """The calling thread's operation key and its value as this thread last knew it."""
 
@@ -489,6 +493,12 @@ class RedisStore(Store):
                 time.sleep(min(next(delays), remaining))
 
     def _unreachable(self, error: _Transient) -> StoreConnectionError:
+        if isinstance(error, _Unconfirmed):
+            return StoreConnectionError(
+                f"Redis ({self.where}) did not get a write to {self._sync_replicas} replicas "
+                f"(sync_replicas) for {self._seconds:g} s: {error}; the write may be on the "
+                "master only. Check that the replicas are up and following the master."
+            )
         return StoreConnectionError(
             f"Lost or could not reach Redis ({self.where}) for {self._seconds:g} s: {error}"
         )
@@ -507,7 +517,7 @@ class RedisStore(Store):
             reply, held = pipe.execute()
         if held < self._sync_replicas:
             self._client.connection_pool.disconnect()  # with Sentinel: ask for the master again
-            raise _Transient(
+            raise _Unconfirmed(
                 f"the write reached {held} of the {self._sync_replicas} replicas asked for "
                 f"(sync_replicas) within {_REPLICA_WAIT_MS / 1000:g} s"
             )
