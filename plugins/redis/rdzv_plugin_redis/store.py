@@ -469,6 +469,9 @@ class RedisStore(Store):
         except redis_errors.ReadOnlyError as e:
             self._client.connection_pool.disconnect()  # a demoted master: find the new one
             raise _Transient(str(e)) from e
+        except _Unconfirmed:
+            self._client.connection_pool.disconnect()  # a replaced master? ask again
+            raise
         except _TRANSIENT as e:
             if _tls_refused(e):
                 raise StoreConnectionError(f"TLS with Redis ({self.where}) failed: {e}") from e
@@ -516,7 +519,6 @@ class RedisStore(Store):
             pipe.wait(self._sync_replicas, _REPLICA_WAIT_MS)
             reply, held = pipe.execute()
         if held < self._sync_replicas:
-            self._client.connection_pool.disconnect()  # with Sentinel: ask for the master again
             raise _Unconfirmed(
                 f"the write reached {held} of the {self._sync_replicas} replicas asked for "
                 f"(sync_replicas) within {_REPLICA_WAIT_MS / 1000:g} s"

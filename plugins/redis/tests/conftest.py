@@ -11,6 +11,7 @@ from rdzv_plugin_redis.testing import (
     start_redis_cluster,
     start_sentinel_group,
 )
+from redis_helpers import rejoin
 
 
 @pytest.fixture(scope="session")
@@ -40,16 +41,13 @@ def sentinel_group() -> Iterator[SentinelGroup]:
 @pytest.fixture
 def failover(sentinel_group: SentinelGroup) -> Iterator[Callable[[], None]]:
     """Kill the master (SIGKILL) and return once the Sentinels promoted the replica; the
-    killed server then comes back, empty, as a replica of the new master (restarted as a
-    master without its data, it would be a master with no data to a Sentinel that has not
-    heard of the failover yet: the hazard Redis's documentation warns of)."""
+    killed server then comes back, empty, as a replica of the new master (``rejoin``)."""
     sentinel_group.wait_replicated()
 
     def kill_the_master() -> None:
         master = sentinel_group.master()
         master.kill()
-        promoted = sentinel_group.master(agreed=True)
-        master.restart("--replicaof", "127.0.0.1", str(promoted.port))
+        rejoin(sentinel_group, master)
 
     yield kill_the_master
     sentinel_group.wait_replicated(60)

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import redis
 from rdzv_plugin_redis import RedisStore
-from rdzv_plugin_redis.testing import RedisServer, free_port, start_redis
+from rdzv_plugin_redis.testing import RedisServer, SentinelGroup, free_port, start_redis
 
 __all__ = [
     "RedisServer",
@@ -19,6 +19,8 @@ __all__ = [
     "factory",
     "free_port",
     "open_store",
+    "rejoin",
+    "sentinel_factory",
     "start_redis",
 ]
 
@@ -57,3 +59,24 @@ def connections_killed(server: RedisServer) -> Iterator[None]:
     finally:
         stop.set()
         chaos.join()
+
+
+def sentinel_factory(group: SentinelGroup, **options: object) -> functools.partial[RedisStore]:
+    """A picklable opener of clients of one fresh prefix on the master ``group``'s
+    Sentinels name (timeout 60 s unless ``options`` say otherwise)."""
+    return functools.partial(
+        RedisStore,
+        prefix=f"s/{uuid.uuid4().hex[:10]}/",
+        sentinels=[("127.0.0.1", s.port) for s in group.sentinels],
+        service=group.service,
+        **{"timeout": timedelta(seconds=60), **options},
+    )
+
+
+def rejoin(group: SentinelGroup, killed: RedisServer) -> None:
+    """Bring a killed master back, empty, as a replica of the one the Sentinels promoted
+    (restarted as a master without its data, it would be a master with no data to a
+    Sentinel that has not heard of the failover yet: the hazard Redis's documentation
+    warns of)."""
+    promoted = group.master(agreed=True)
+    killed.restart("--replicaof", "127.0.0.1", str(promoted.port))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
 
 import pytest
 from rdzv_plugin_redis import RedisStore
 from rdzv_plugin_redis.testing import RedisCluster, SentinelGroup
-from redis_helpers import RedisServer, factory
+from redis_helpers import RedisServer, factory, sentinel_factory
 
 from rdzv_core import Store
 from rdzv_core.testing import (
@@ -58,17 +57,6 @@ class TestRedisRendezvous(RendezvousScenarios):
     @pytest.fixture
     def endpoint(self, redis_server: RedisServer) -> str:
         return redis_server.endpoint
-
-
-def sentinel_factory(group: SentinelGroup, **options: object) -> functools.partial[RedisStore]:
-    return functools.partial(
-        RedisStore,
-        prefix=f"s/{uuid.uuid4().hex[:10]}/",
-        sentinels=[("127.0.0.1", s.port) for s in group.sentinels],
-        service=group.service,
-        timeout=timedelta(seconds=60),
-        **options,
-    )
 
 
 def cluster_factory(cluster: RedisCluster) -> functools.partial[RedisStore]:

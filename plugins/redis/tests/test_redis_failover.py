@@ -11,13 +11,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from rdzv_plugin_redis import RedisStore
 from rdzv_plugin_redis.plugin import client_options
 from rdzv_plugin_redis.testing import RedisServer, SentinelGroup, start_redis_cluster
-from redis_helpers import connections_killed, open_store
+from redis_helpers import connections_killed, open_store, rejoin, sentinel_factory
 
 from rdzv_core import (
     RendezvousParameters,
@@ -132,16 +131,6 @@ def test_a_master_restarted_empty_under_a_live_run_fails_every_node(
         cluster.close()
 
 
-def sentinel_store(group: SentinelGroup, name: str, **options: Any) -> RedisStore:
-    """A store of a fresh prefix on the master ``group``'s Sentinels name."""
-    return RedisStore(
-        prefix=f"{name}/{uuid.uuid4().hex[:6]}/",
-        sentinels=[("127.0.0.1", s.port) for s in group.sentinels],
-        service=group.service,
-        **{"timeout": timedelta(seconds=60), **options},
-    )
-
-
 @contextmanager
 def replica_frozen(group: SentinelGroup) -> Iterator[RedisServer]:
     """The master, with its replica stopped (SIGSTOP) until the block ends."""
@@ -154,20 +143,13 @@ def replica_frozen(group: SentinelGroup) -> Iterator[RedisServer]:
         os.kill(replica.proc.pid, signal.SIGCONT)
 
 
-def restore(group: SentinelGroup, killed: RedisServer) -> None:
-    """Bring the killed master back as a replica of the promoted one."""
-    promoted = group.master(agreed=True)
-    killed.restart("--replicaof", "127.0.0.1", str(promoted.port))
-    group.wait_replicated(60)
-
-
 def test_a_failover_that_lost_writes_is_detected(sentinel_group: SentinelGroup) -> None:
     """The replica misses the latest writes, then the master dies: the promoted replica is
     behind what the client saw, and the client says so. (The replica is frozen while 48 MB
     of writes pass: more than the sockets between them hold, so the last writes are still
     in the master's buffers when it dies.)"""
     sentinel_group.wait_replicated()
-    store = sentinel_store(sentinel_group, "behind")
+    store = sentinel_factory(sentinel_group)()
     store.add("n", 1)
     time.sleep(0.2)  # replicated
     with replica_frozen(sentinel_group) as master:
@@ -181,7 +163,8 @@ def test_a_failover_that_lost_writes_is_detected(sentinel_group: SentinelGroup) 
             store.add("n", 1)
     finally:
         store.close()
-        restore(sentinel_group, master)
+        rejoin(sentinel_group, master)
+        sentinel_group.wait_replicated(60)
 
 
 def test_a_single_lost_write_is_detected_by_the_next_write(
@@ -192,7 +175,7 @@ def test_a_single_lost_write_is_detected_by_the_next_write(
     already saw, not below it, and that is data loss too. (The 48 MB that keep the add in
     the master's buffers are written by another client, outside the store's count.)"""
     sentinel_group.wait_replicated()
-    store = sentinel_store(sentinel_group, "one")
+    store = sentinel_factory(sentinel_group)()
     store.add("n", 1)
     time.sleep(0.2)  # replicated
     with replica_frozen(sentinel_group) as master:
@@ -206,7 +189,8 @@ def test_a_single_lost_write_is_detected_by_the_next_write(
             store.set("k", "v")
     finally:
         store.close()
-        restore(sentinel_group, master)
+        rejoin(sentinel_group, master)
+        sentinel_group.wait_replicated(60)
 
 
 def test_with_sync_replicas_a_write_returns_only_once_a_replica_holds_it(
@@ -216,7 +200,7 @@ def test_with_sync_replicas_a_write_returns_only_once_a_replica_holds_it(
     could be cut off from its replicas and lose it). It returns once the replica holds it,
     applied once."""
     sentinel_group.wait_replicated()
-    store = sentinel_store(sentinel_group, "sync", sync_replicas=1)
+    store = sentinel_factory(sentinel_group, sync_replicas=1)()
     returned: list[int] = []
     adder = threading.Thread(target=lambda: returned.append(store.add("n", 1)))
     with replica_frozen(sentinel_group):
@@ -236,7 +220,7 @@ def test_with_sync_replicas_a_write_no_replica_confirms_fails_in_the_timeout(
     sentinel_group: SentinelGroup,
 ) -> None:
     sentinel_group.wait_replicated()
-    store = sentinel_store(sentinel_group, "sync", sync_replicas=1, timeout=timedelta(seconds=3))
+    store = sentinel_factory(sentinel_group, sync_replicas=1, timeout=timedelta(seconds=3))()
     try:
         with replica_frozen(sentinel_group):
             started = time.monotonic()
